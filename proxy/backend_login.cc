@@ -1,0 +1,323 @@
+#include "proxy/backend_login.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "protocol/imap_response.h"
+#include "protocol/imap_string.h"
+#include "protocol/sasl.h"
+
+namespace postern {
+namespace {
+
+// Backend lines before login are short; capability lists are the longest.
+constexpr size_t kMaxBackendLine = 64 * 1024;
+
+constexpr char kCapTag[] = "P1";
+constexpr char kIdTag[] = "P2";
+constexpr char kLoginTag[] = "P3";
+constexpr char kPostCapTag[] = "P4";
+
+}  // namespace
+
+BackendLogin::BackendLogin(uv_loop_t* loop, BufferPool& pool, const BackendConfig& backend,
+                           Protocol protocol, const TimeoutsConfig& timeouts, LoginRequest request,
+                           Done done)
+    : loop_(loop),
+      pool_(pool),
+      backend_(backend),
+      protocol_(protocol),
+      timeouts_(timeouts),
+      request_(std::move(request)),
+      done_(std::move(done)),
+      splitter_(kMaxBackendLine) {}
+
+BackendLogin::~BackendLogin() = default;
+
+void BackendLogin::Start() {
+  timer_.Init(loop_);
+  conn_ = Connection::Create(loop_, pool_, this);
+  const SocketAddress& addr = protocol_ == Protocol::kImap ? backend_.imap : backend_.pop3;
+  int r = conn_->Connect(reinterpret_cast<const sockaddr*>(&addr.storage));
+  if (r != 0) {
+    // Report from the loop, never from inside Start().
+    std::string detail = absl::StrCat("connect ", addr.text, ": ", uv_strerror(r));
+    timer_.Start(std::chrono::milliseconds(0), [this, detail] { Unavailable(detail); });
+    return;
+  }
+  timer_.Start(timeouts_.backend_connect, [this, text = addr.text] {
+    Unavailable(absl::StrCat("connect ", text, ": timed out"));
+  });
+}
+
+void BackendLogin::OnConnected(Connection& c, int status) {
+  const SocketAddress& addr = protocol_ == Protocol::kImap ? backend_.imap : backend_.pop3;
+  if (status != 0) {
+    Unavailable(absl::StrCat("connect ", addr.text, ": ", uv_strerror(status)));
+    return;
+  }
+  c.SetSocketOptions();
+  state_ = State::kGreeting;
+  timer_.Start(timeouts_.backend_login, [this, text = addr.text] {
+    Unavailable(absl::StrCat("backend ", text, ": login timed out"));
+  });
+  c.StartReading();
+}
+
+void BackendLogin::OnEnd(Connection&, absl::string_view reason) {
+  Unavailable(absl::StrCat("backend closed during login: ", reason));
+}
+
+void BackendLogin::OnData(Connection& c) {
+  Buffer& in = c.input();
+  while (state_ != State::kDone) {
+    absl::string_view line;
+    size_t consumed = 0;
+    LineSplitter::Status st = splitter_.Next(in, &line, &consumed);
+    if (st == LineSplitter::Status::kNeedMore) {
+      if (consumed > 0) in.Drain(consumed);
+      return;
+    }
+    if (st == LineSplitter::Status::kTooLong) {
+      Unavailable("backend sent an overlong line during login");
+      return;
+    }
+    std::string copy(line);  // the view dies with the drain below
+    in.Drain(consumed);
+    if (protocol_ == Protocol::kImap) {
+      HandleImapLine(copy);
+    } else {
+      HandlePop3Line(copy);
+    }
+  }
+}
+
+bool BackendLogin::HasCap(absl::string_view cap) const {
+  for (const std::string& c : caps_) {
+    if (absl::EqualsIgnoreCase(c, cap)) return true;
+  }
+  return false;
+}
+
+void BackendLogin::HandleImapLine(absl::string_view line) {
+  ImapResponse r = ParseImapResponseLine(line);
+  if (r.kind == ImapResponse::Kind::kInvalid) {
+    Unavailable(absl::StrCat("backend sent an invalid line: ", line.substr(0, 80)));
+    return;
+  }
+  if (r.kind == ImapResponse::Kind::kUntagged && absl::EqualsIgnoreCase(r.status, "BYE")) {
+    Unavailable(absl::StrCat("backend said BYE: ", r.text));
+    return;
+  }
+  switch (state_) {
+    case State::kGreeting: {
+      if (r.kind != ImapResponse::Kind::kUntagged || !absl::EqualsIgnoreCase(r.status, "OK")) {
+        Unavailable(absl::StrCat("unexpected backend greeting: ", line.substr(0, 80)));
+        return;
+      }
+      if (absl::StartsWithIgnoreCase(r.code, "CAPABILITY ")) {
+        caps_ = SplitCapabilities(r.code.substr(11));
+        SendImapLogin();
+      } else {
+        state_ = State::kCapability;
+        conn_->Write(absl::StrCat(kCapTag, " CAPABILITY\r\n"));
+      }
+      return;
+    }
+    case State::kCapability:
+      if (r.kind == ImapResponse::Kind::kUntagged &&
+          absl::EqualsIgnoreCase(r.status, "CAPABILITY")) {
+        caps_ = SplitCapabilities(r.rest);
+      } else if (r.kind == ImapResponse::Kind::kTagged && r.tag == kCapTag) {
+        if (!absl::EqualsIgnoreCase(r.status, "OK")) {
+          Unavailable(absl::StrCat("backend CAPABILITY failed: ", line.substr(0, 80)));
+          return;
+        }
+        SendImapLogin();
+      }
+      return;
+    case State::kLogin:
+      if (r.kind == ImapResponse::Kind::kContinuation) {
+        if (next_chunk_ < chunks_.size()) {
+          SendNextChunk();
+        } else {
+          // A "+" we did not ask for (e.g. a SASL challenge after PLAIN):
+          // cancel (RFC 9051 section 6.2.2) and let the tagged answer decide.
+          conn_->Write("*\r\n");
+        }
+        return;
+      }
+      if (r.kind != ImapResponse::Kind::kTagged || r.tag != kLoginTag) return;  // ID answer etc.
+      {
+        LoginOutcome o;
+        o.code = std::string(r.code);
+        o.text = std::string(r.text);
+        if (absl::EqualsIgnoreCase(r.status, "OK")) {
+          o.kind = LoginOutcome::Kind::kOk;
+          if (absl::StartsWithIgnoreCase(r.code, "CAPABILITY ")) {
+            o.capabilities = std::string(r.code.substr(11));
+            Finish(std::move(o));
+          } else {
+            // RFC 9051 section 6.2.3: the server may omit them; ask.
+            pending_ = std::move(o);
+            state_ = State::kPostCapability;
+            conn_->Write(absl::StrCat(kPostCapTag, " CAPABILITY\r\n"));
+          }
+        } else if (absl::EqualsIgnoreCase(r.status, "NO")) {
+          o.kind = LoginOutcome::Kind::kAuthFailed;
+          o.detail = absl::StrCat("backend: ", line.substr(0, 200));
+          Finish(std::move(o));
+        } else {
+          Unavailable(absl::StrCat("backend rejected the login command: ", line.substr(0, 200)));
+        }
+      }
+      return;
+    case State::kPostCapability:
+      if (r.kind == ImapResponse::Kind::kUntagged &&
+          absl::EqualsIgnoreCase(r.status, "CAPABILITY")) {
+        post_caps_ = std::string(r.rest);
+      } else if (r.kind == ImapResponse::Kind::kTagged && r.tag == kPostCapTag) {
+        LoginOutcome o = std::move(pending_);
+        o.capabilities = post_caps_;
+        Finish(std::move(o));
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+void BackendLogin::SendImapLogin() {
+  state_ = State::kLogin;
+  chunks_.clear();
+  next_chunk_ = 0;
+  std::string first;
+  // The client's identity and address first (RFC 2971; Dovecot takes the
+  // x-originating-* fields from trusted networks): pipelined with the login.
+  if (!request_.imap_id_args.empty() && HasCap("ID")) {
+    absl::StrAppend(&first, kIdTag, " ID ", request_.imap_id_args, "\r\n");
+  }
+  const bool literal_plus = HasCap("LITERAL+");
+  if (backend_.imap_login == ImapBackendLogin::kPlain) {
+    std::string ir = EncodeSaslPlain(request_.authzid, request_.user, request_.password);
+    if (HasCap("SASL-IR")) {
+      // RFC 4959 section 3: the initial response on the command line.
+      absl::StrAppend(&first, kLoginTag, " AUTHENTICATE PLAIN ", ir, "\r\n");
+      chunks_.push_back(std::move(first));
+    } else {
+      absl::StrAppend(&first, kLoginTag, " AUTHENTICATE PLAIN\r\n");
+      chunks_.push_back(std::move(first));
+      chunks_.push_back(absl::StrCat(ir, "\r\n"));
+    }
+  } else {
+    // LOGIN user password, each an astring: quoted when possible, else a
+    // literal; a synchronizing literal waits for "+" (RFC 9051 section 4.3).
+    absl::StrAppend(&first, kLoginTag, " LOGIN ");
+    std::string cur = std::move(first);
+    const std::string* args[2] = {&request_.user, &request_.password};
+    for (int i = 0; i < 2; ++i) {
+      const std::string& a = *args[i];
+      if (!NeedsLiteral(a)) {
+        absl::StrAppend(&cur, ImapQuote(a));
+      } else if (literal_plus) {
+        absl::StrAppend(&cur, "{", a.size(), "+}\r\n", a);
+      } else {
+        absl::StrAppend(&cur, "{", a.size(), "}\r\n");
+        chunks_.push_back(std::move(cur));
+        cur = a;
+      }
+      absl::StrAppend(&cur, i == 0 ? " " : "\r\n");
+    }
+    chunks_.push_back(std::move(cur));
+  }
+  SendNextChunk();
+}
+
+void BackendLogin::SendNextChunk() {
+  conn_->Write(chunks_[next_chunk_]);
+  ++next_chunk_;
+}
+
+void BackendLogin::HandlePop3Line(absl::string_view line) {
+  Pop3Response r = ParsePop3ResponseLine(line);
+  switch (state_) {
+    case State::kGreeting:
+      if (r.kind != Pop3Response::Kind::kOk) {
+        Unavailable(absl::StrCat("unexpected backend greeting: ", line.substr(0, 80)));
+        return;
+      }
+      if (backend_.pop3_login == Pop3BackendLogin::kPlain) {
+        // RFC 5034 section 4: AUTH with an initial response.
+        state_ = State::kPop3Pass;
+        conn_->Write(absl::StrCat(
+            "AUTH PLAIN ", EncodeSaslPlain(request_.authzid, request_.user, request_.password),
+            "\r\n"));
+      } else {
+        state_ = State::kPop3User;
+        conn_->Write(absl::StrCat("USER ", request_.user, "\r\n"));
+      }
+      return;
+    case State::kPop3User:
+      if (r.kind != Pop3Response::Kind::kOk) {
+        LoginOutcome o;
+        o.kind = LoginOutcome::Kind::kAuthFailed;
+        o.code = std::string(r.code);
+        o.text = std::string(r.text);
+        o.detail = absl::StrCat("backend refused USER: ", line.substr(0, 200));
+        Finish(std::move(o));
+        return;
+      }
+      state_ = State::kPop3Pass;
+      conn_->Write(absl::StrCat("PASS ", request_.password, "\r\n"));
+      return;
+    case State::kPop3Pass: {
+      if (r.kind == Pop3Response::Kind::kContinuation) {
+        conn_->Write("*\r\n");  // an unexpected SASL challenge: cancel
+        return;
+      }
+      LoginOutcome o;
+      o.code = std::string(r.code);
+      o.text = std::string(r.text);
+      if (r.kind == Pop3Response::Kind::kOk) {
+        o.kind = LoginOutcome::Kind::kOk;
+      } else if (r.kind == Pop3Response::Kind::kErr) {
+        o.kind = LoginOutcome::Kind::kAuthFailed;
+        o.detail = absl::StrCat("backend: ", line.substr(0, 200));
+      } else {
+        Unavailable(absl::StrCat("backend sent an invalid line: ", line.substr(0, 80)));
+        return;
+      }
+      Finish(std::move(o));
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+void BackendLogin::Unavailable(std::string detail) {
+  LoginOutcome o;
+  o.kind = LoginOutcome::Kind::kUnavailable;
+  o.detail = std::move(detail);
+  Finish(std::move(o));
+}
+
+void BackendLogin::Finish(LoginOutcome outcome) {
+  if (state_ == State::kDone) return;
+  state_ = State::kDone;
+  timer_.Stop();
+  ConnectionPtr conn = std::move(conn_);
+  if (outcome.kind != LoginOutcome::Kind::kOk) {
+    conn.reset();  // closes
+  } else {
+    conn->StopReading();
+    conn->set_handler(nullptr);
+  }
+  // The session may destroy this object from inside `done`: touch nothing
+  // after the call.
+  Done done = std::move(done_);
+  done(std::move(outcome), std::move(conn));
+}
+
+}  // namespace postern

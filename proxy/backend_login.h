@@ -1,0 +1,93 @@
+#pragma once
+
+// Logs a user in on a backend: TCP connect with a timeout, the greeting, the
+// capabilities, optionally IMAP ID with the client's address, then LOGIN /
+// AUTHENTICATE PLAIN (IMAP) or USER+PASS / AUTH PLAIN (POP3). The outcome and
+// the logged-in connection go back to the session, which relays from then on.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "protocol/line_splitter.h"
+#include "proxy/config.h"
+#include "proxy/connection.h"
+#include "proxy/uv_handle.h"
+
+namespace postern {
+
+struct LoginOutcome {
+  enum class Kind { kOk, kAuthFailed, kUnavailable };
+  Kind kind = Kind::kUnavailable;
+  std::string code;          // the backend's response code, without brackets
+  std::string text;          // the backend's human text
+  std::string capabilities;  // IMAP: the post-login capability list
+  std::string detail;        // why, for the session log
+};
+
+struct LoginRequest {
+  std::string user;
+  std::string password;
+  std::string authzid;       // SASL authorization identity, usually empty
+  std::string imap_id_args;  // "(...)" to send as IMAP ID before login, or ""
+};
+
+class BackendLogin : public ConnectionHandler {
+ public:
+  using Done = std::function<void(LoginOutcome, ConnectionPtr)>;
+
+  BackendLogin(uv_loop_t* loop, BufferPool& pool, const BackendConfig& backend, Protocol protocol,
+               const TimeoutsConfig& timeouts, LoginRequest request, Done done);
+  ~BackendLogin() override;
+
+  // Starts connecting; `done` is called later, exactly once, unless the
+  // object is destroyed first (then nothing is called).
+  void Start();
+
+  // ConnectionHandler
+  void OnConnected(Connection& c, int status) override;
+  void OnData(Connection& c) override;
+  void OnDrained(Connection&) override {}
+  void OnEnd(Connection& c, absl::string_view reason) override;
+
+ private:
+  enum class State {
+    kConnecting,
+    kGreeting,
+    kCapability,      // IMAP: waiting for CAPABILITY's tagged answer
+    kLogin,           // waiting for the login answer (or a "+" continuation)
+    kPostCapability,  // IMAP: logged in, asking for capabilities
+    kPop3User,        // POP3: USER sent
+    kPop3Pass,        // POP3: PASS or AUTH sent
+    kDone,
+  };
+
+  void HandleImapLine(absl::string_view line);
+  void HandlePop3Line(absl::string_view line);
+  void SendImapLogin();
+  void SendNextChunk();
+  void Finish(LoginOutcome outcome);
+  void Unavailable(std::string detail);
+  bool HasCap(absl::string_view cap) const;
+
+  uv_loop_t* loop_;
+  BufferPool& pool_;
+  const BackendConfig& backend_;
+  Protocol protocol_;
+  const TimeoutsConfig& timeouts_;
+  LoginRequest request_;
+  Done done_;
+  ConnectionPtr conn_;
+  Timer timer_;
+  LineSplitter splitter_;
+  State state_ = State::kConnecting;
+  std::vector<std::string> caps_;    // backend capabilities (IMAP), uppercased
+  std::vector<std::string> chunks_;  // login command parts split at sync literals
+  size_t next_chunk_ = 0;
+  std::string login_tag_;
+  std::string post_caps_;
+  LoginOutcome pending_;  // the login answer while post-login CAPABILITY runs
+};
+
+}  // namespace postern

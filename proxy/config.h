@@ -1,0 +1,117 @@
+#pragma once
+
+// Postern's configuration: parsed from YAML once, validated whole, then held
+// as an immutable snapshot (std::shared_ptr<const Config>) that every session
+// keeps for its lifetime. A bad file yields an error naming the key and the
+// line; nothing is started.
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+
+namespace postern {
+
+enum class Protocol { kImap, kPop3 };
+enum class TlsMode { kImplicit, kStartTls, kNone };
+
+const char* ProtocolName(Protocol p);  // "imap" / "pop3"
+const char* TlsModeName(TlsMode m);    // "implicit" / "starttls" / "none"
+
+// A resolved socket address (IPv4 or IPv6 literal plus port).
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  std::string text;  // as written, "127.0.0.1:9993" / "[::1]:9993"
+};
+
+// Parses "host:port" or "[v6]:port" with a numeric host (no DNS at startup).
+absl::StatusOr<SocketAddress> ParseSocketAddress(const std::string& host, uint16_t port);
+
+struct ListenerConfig {
+  std::string name;  // listeners[i].name, for logs; defaults to "<protocol>-<port>"
+  Protocol protocol = Protocol::kImap;
+  TlsMode tls = TlsMode::kImplicit;
+  SocketAddress address;  // listeners[i].address: "127.0.0.1:9993"
+  // listeners[i].allow_plaintext_auth: accept LOGIN/USER/AUTH before TLS on a
+  // listener with tls: none or starttls. Default false (RFC 8314 section 3).
+  bool allow_plaintext_auth = false;
+  int backlog = 511;
+};
+
+enum class ImapBackendLogin { kLogin, kPlain };  // LOGIN command / AUTHENTICATE PLAIN
+enum class Pop3BackendLogin { kUser, kPlain };   // USER+PASS / AUTH PLAIN
+
+struct BackendConfig {
+  std::string name;  // backends[i].name (unique)
+  std::string host;  // backends[i].address: numeric IPv4/IPv6
+  uint16_t imap_port = 143;
+  uint16_t pop3_port = 110;
+  SocketAddress imap;                                      // host:imap_port
+  SocketAddress pop3;                                      // host:pop3_port
+  ImapBackendLogin imap_login = ImapBackendLogin::kLogin;  // backends[i].imap_login: login | plain
+  Pop3BackendLogin pop3_login = Pop3BackendLogin::kUser;   // backends[i].pop3_login: user | plain
+};
+
+struct TlsConfig {
+  std::string certificate;          // tls.certificate: PEM chain, leaf first
+  std::string key;                  // tls.key: PEM private key
+  std::string min_version = "1.2";  // tls.min_version: "1.2" | "1.3"
+  bool session_tickets = true;      // tls.session_tickets
+};
+
+struct LimitsConfig {
+  size_t max_line = 8192;               // limits.max_line: bytes in one command line before login
+  size_t max_prelogin_literal = 65536;  // limits.max_prelogin_literal
+  uint32_t error_budget = 10;  // limits.error_budget: bad commands before the session is closed
+  size_t relay_high_watermark =
+      256 * 1024;  // limits.relay_high_watermark: bytes queued toward one side
+  size_t relay_low_watermark = 64 * 1024;  // limits.relay_low_watermark
+  uint32_t max_auth_attempts = 3;  // limits.max_auth_attempts: failed logins before disconnect
+};
+
+struct TimeoutsConfig {
+  using Ms = std::chrono::milliseconds;
+  Ms login{60'000};           // timeouts.login: a client silent this long before login is closed
+  Ms backend_connect{5'000};  // timeouts.backend_connect: TCP connect
+  Ms backend_login{15'000};   // timeouts.backend_login: greeting + login answer
+  Ms imap_idle{
+      31 * 60'000};  // timeouts.imap_idle: no bytes either way after login (IDLE needs >= 30 min)
+  Ms pop3_idle{10 * 60'000};  // timeouts.pop3_idle: RFC 1939 section 3 (at least 10 minutes)
+  Ms shutdown_grace{10'000};  // timeouts.shutdown_grace: after SIGTERM, before sessions are closed
+};
+
+struct LogConfig {
+  std::string level = "info";  // log.level: trace|debug|info|warn|error
+};
+
+struct Config {
+  int workers = 0;  // workers: 0 means one per core
+  std::vector<ListenerConfig> listeners;
+  TlsConfig tls;  // required when any listener uses TLS
+  bool tls_needed = false;
+  std::vector<BackendConfig> backends;
+  // routing.default_backend and routing.users: user -> backend index.
+  size_t default_backend = 0;
+  absl::flat_hash_map<std::string, size_t> user_backends;
+  LimitsConfig limits;
+  TimeoutsConfig timeouts;
+  LogConfig log;
+  std::string hostname = "postern";  // greeting name (hostname:)
+  std::string source;                // the file it came from
+};
+
+// Loads and validates; on error the message names the file, the key and the
+// line ("postern.yaml:12: listeners[1].tls: expected implicit, starttls or none").
+absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(const std::string& path);
+absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(const std::string& yaml,
+                                                          const std::string& source_name);
+
+}  // namespace postern

@@ -1,0 +1,87 @@
+// postern: an IMAP/POP3 proxy. See README.md.
+//
+//   postern --config FILE         run in the foreground
+//   postern --check-config FILE   validate FILE and exit (0 ok, 2 bad)
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "proxy/config.h"
+#include "proxy/server.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
+#include "tls/tls_context.h"
+
+namespace {
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: postern --config FILE\n"
+               "       postern --check-config FILE\n"
+               "       postern --version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--config" || a == "-c" || a == "--check-config") && i + 1 < argc) {
+      check_only = check_only || a == "--check-config";
+      config_path = argv[++i];
+    } else if (a == "--version") {
+      std::printf("postern 0.1.0\n");
+      return 0;
+    } else if (a == "--help" || a == "-h") {
+      Usage(stdout);
+      return 0;
+    } else {
+      Usage(stderr);
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    Usage(stderr);
+    return 2;
+  }
+
+  auto logger = spdlog::stderr_logger_mt("postern");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  spdlog::set_default_logger(logger);
+
+  absl::StatusOr<std::shared_ptr<const postern::Config>> config =
+      postern::LoadConfigFile(config_path);
+  if (!config.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  if (check_only) {
+    // Load the certificate and key too: a config that cannot start is bad.
+    if ((*config)->tls_needed) {
+      postern::TlsServerOptions o;
+      o.certificate_file = (*config)->tls.certificate;
+      o.key_file = (*config)->tls.key;
+      o.min_version = (*config)->tls.min_version;
+      absl::StatusOr<std::shared_ptr<const postern::TlsContext>> tls =
+          postern::TlsContext::CreateServer(o);
+      if (!tls.ok()) {
+        std::fprintf(stderr, "%s: %s\n", config_path.c_str(),
+                     std::string(tls.status().message()).c_str());
+        return 2;
+      }
+    }
+    std::printf("config ok\n");
+    return 0;
+  }
+  spdlog::set_level(spdlog::level::from_str((*config)->log.level));
+
+  absl::StatusOr<std::unique_ptr<postern::Server>> server = postern::Server::Create(*config);
+  if (!server.ok()) {
+    spdlog::error("{}", server.status().message());
+    return 1;
+  }
+  return (*server)->Run();
+}

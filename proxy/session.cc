@@ -1,0 +1,351 @@
+#include "proxy/session.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "protocol/sasl.h"
+#include "proxy/imap_session.h"
+#include "proxy/pop3_session.h"
+#include "proxy/worker.h"
+#include "spdlog/spdlog.h"
+
+namespace postern {
+namespace {
+
+// LOGIN mechanism prompts: base64 of "Username:" and "Password:"
+// (draft-murchison-sasl-login).
+constexpr char kLoginUserPrompt[] = "+ VXNlcm5hbWU6\r\n";
+constexpr char kLoginPassPrompt[] = "+ UGFzc3dvcmQ6\r\n";
+
+bool HasCrLfNul(absl::string_view s) {
+  return s.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
+}
+
+}  // namespace
+
+std::unique_ptr<Session> Session::Create(Worker& worker, const ListenerConfig& listener,
+                                         ConnectionPtr client) {
+  if (listener.protocol == Protocol::kImap) {
+    return std::make_unique<ImapSession>(worker, listener, std::move(client));
+  }
+  return std::make_unique<Pop3Session>(worker, listener, std::move(client));
+}
+
+Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client)
+    : worker_(worker),
+      listener_(listener),
+      config_(worker.config_ptr()),
+      client_(std::move(client)),
+      sasl_lines_(config_->limits.max_line),
+      started_(std::chrono::steady_clock::now()) {
+  client_->set_handler(this);
+  client_address_ = client_->PeerAddress();
+}
+
+Session::~Session() {
+  ++generation_;
+  login_.reset();
+}
+
+void Session::Start() {
+  timer_.Init(worker_.loop());
+  const size_t high = config_->limits.relay_high_watermark;
+  const size_t low = config_->limits.relay_low_watermark;
+  client_->SetWatermarks(high, low);
+  if (listener_.tls == TlsMode::kImplicit) client_->StartServerTls(*worker_.tls());
+  // With implicit TLS the greeting waits inside the engine until the
+  // handshake is done.
+  Send(Greeting());
+  ArmTimer();
+  client_->StartReading();
+}
+
+bool Session::AuthAllowed() const { return client_->tls() || listener_.allow_plaintext_auth; }
+
+bool Session::CanStartTls() const { return listener_.tls == TlsMode::kStartTls && !client_->tls(); }
+
+void Session::StartTls() {
+  client_->input().Clear();
+  client_->StartServerTls(*worker_.tls());
+}
+
+void Session::ArmTimer() {
+  std::chrono::milliseconds t = config_->timeouts.login;
+  if (state_ == State::kRelay) {
+    t = listener_.protocol == Protocol::kImap ? config_->timeouts.imap_idle
+                                              : config_->timeouts.pop3_idle;
+  }
+  timer_.Start(t, [this] {
+    if (state_ == State::kPreLogin || state_ == State::kAuthenticating) Send(TimeoutNotice());
+    End(state_ == State::kRelay ? "idle timeout" : "login timeout");
+  });
+}
+
+void Session::OnData(Connection& c) {
+  if (state_ == State::kEnded) return;
+  if (state_ == State::kRelay) {
+    timer_.Restart(listener_.protocol == Protocol::kImap ? config_->timeouts.imap_idle
+                                                         : config_->timeouts.pop3_idle);
+    if (&c == client_.get()) {
+      RelayFrom(*client_, *backend_);
+    } else {
+      RelayFrom(*backend_, *client_);
+    }
+    return;
+  }
+  if (&c != client_.get()) return;
+  if (state_ == State::kPreLogin) timer_.Restart(config_->timeouts.login);
+  ProcessInput();
+}
+
+void Session::ProcessInput() {
+  while (state_ == State::kPreLogin && !client_->input().empty()) {
+    bool progressed = sasl_mech_ != SaslMech::kNone ? ProcessSaslLine() : ProcessCommand();
+    if (!progressed) break;
+  }
+}
+
+void Session::OnDrained(Connection& c) {
+  if (state_ != State::kRelay) return;
+  // The side that was slow caught up: read from its peer again.
+  if (&c == client_.get()) {
+    backend_->StartReading();
+  } else {
+    client_->StartReading();
+  }
+}
+
+void Session::OnEnd(Connection& c, absl::string_view reason) {
+  if (state_ == State::kEnded) return;
+  const bool client_side = &c == client_.get();
+  End(absl::StrCat(client_side ? "client: " : "backend: ", reason));
+}
+
+bool Session::SpendError() {
+  if (++errors_ < config_->limits.error_budget) return true;
+  Send(listener_.protocol == Protocol::kImap ? "* BYE Too many invalid commands.\r\n"
+                                             : "-ERR Too many invalid commands.\r\n");
+  End("too many invalid commands");
+  return false;
+}
+
+void Session::StartSasl(SaslMech mech, bool has_ir, absl::string_view ir) {
+  sasl_mech_ = mech;
+  sasl_user_.clear();
+  if (!has_ir) {
+    Send(mech == SaslMech::kLogin ? kLoginUserPrompt : "+ \r\n");
+    return;
+  }
+  // Process the initial response as if it were the first line.
+  if (mech == SaslMech::kPlain) {
+    absl::StatusOr<SaslPlain> p = DecodeSaslPlain(ir == "=" ? "" : ir);
+    sasl_mech_ = SaslMech::kNone;
+    if (!p.ok()) {
+      ReplyAuthBad(p.status().message());
+      return;
+    }
+    BeginLogin(std::move(p->authcid), std::move(p->password), std::move(p->authzid));
+    return;
+  }
+  absl::StatusOr<std::string> u = DecodeBase64Strict(ir == "=" ? "" : ir);
+  if (!u.ok() || u->empty()) {
+    sasl_mech_ = SaslMech::kNone;
+    ReplyAuthBad("Invalid base64 data in the initial response.");
+    return;
+  }
+  sasl_user_ = std::move(*u);
+  Send(kLoginPassPrompt);
+}
+
+bool Session::ProcessSaslLine() {
+  absl::string_view line;
+  size_t consumed = 0;
+  Buffer& in = client_->input();
+  LineSplitter::Status st = sasl_lines_.Next(in, &line, &consumed);
+  if (st == LineSplitter::Status::kNeedMore) {
+    in.Drain(consumed);
+    return false;
+  }
+  if (st == LineSplitter::Status::kTooLong) {
+    in.Drain(consumed);
+    sasl_mech_ = SaslMech::kNone;
+    ReplyAuthBad("SASL response too long.");
+    return state_ == State::kPreLogin;
+  }
+  std::string response(line);
+  in.Drain(consumed);
+  if (response == "*") {  // RFC 9051 section 6.2.2, RFC 5034 section 4
+    sasl_mech_ = SaslMech::kNone;
+    ReplyAuthCanceled();
+    return true;
+  }
+  if (sasl_mech_ == SaslMech::kPlain) {
+    sasl_mech_ = SaslMech::kNone;
+    absl::StatusOr<SaslPlain> p = DecodeSaslPlain(response);
+    if (!p.ok()) {
+      ReplyAuthBad(p.status().message());
+      return state_ == State::kPreLogin;
+    }
+    BeginLogin(std::move(p->authcid), std::move(p->password), std::move(p->authzid));
+    return false;
+  }
+  absl::StatusOr<std::string> v = DecodeBase64Strict(response);
+  if (!v.ok()) {
+    sasl_mech_ = SaslMech::kNone;
+    ReplyAuthBad("Invalid base64 data.");
+    return state_ == State::kPreLogin;
+  }
+  if (sasl_user_.empty()) {
+    if (v->empty()) {
+      sasl_mech_ = SaslMech::kNone;
+      ReplyAuthBad("Empty user name.");
+      return state_ == State::kPreLogin;
+    }
+    sasl_user_ = std::move(*v);
+    Send(kLoginPassPrompt);
+    return true;
+  }
+  sasl_mech_ = SaslMech::kNone;
+  BeginLogin(std::move(sasl_user_), std::move(*v));
+  return false;
+}
+
+void Session::BeginLogin(std::string user, std::string password, std::string authzid) {
+  user_ = user;
+  // Credentials travel inside backend command lines: CR, LF or NUL in them
+  // would let a client inject commands (and no backend accepts them).
+  if (user.empty() || HasCrLfNul(user) || HasCrLfNul(password) || HasCrLfNul(authzid)) {
+    LoginOutcome o;
+    o.kind = LoginOutcome::Kind::kAuthFailed;
+    o.detail = "invalid characters in the credentials";
+    OnLoginDone(std::move(o), nullptr);
+    return;
+  }
+  state_ = State::kAuthenticating;
+  client_->StopReading();  // what the client pipelines waits in input()
+  timer_.Stop();
+  uint64_t gen = ++generation_;
+  RouteRequest req;
+  req.user = user;
+  req.client_ip = client_address_;
+  req.pop3 = listener_.protocol == Protocol::kPop3;
+  // The credentials wait in the lambda until the route is known.
+  worker_.router().Route(req, [this, gen, user = std::move(user), password = std::move(password),
+                               authzid = std::move(authzid)](absl::StatusOr<RouteResult> r) {
+    if (gen != generation_ || state_ != State::kAuthenticating) return;
+    if (!r.ok()) {
+      LoginOutcome o;
+      o.kind = LoginOutcome::Kind::kUnavailable;
+      o.detail = absl::StrCat("routing: ", r.status().message());
+      OnLoginDone(std::move(o), nullptr);
+      return;
+    }
+    if (r->backend >= config_->backends.size()) {
+      LoginOutcome o;
+      o.kind = LoginOutcome::Kind::kUnavailable;
+      o.detail = "routing: no such backend";
+      OnLoginDone(std::move(o), nullptr);
+      return;
+    }
+    const BackendConfig& b = config_->backends[r->backend];
+    backend_name_ = b.name;
+    LoginRequest lr{user, password, authzid, LoginIdArgs()};
+    login_ = std::make_unique<BackendLogin>(
+        worker_.loop(), worker_.pool(), b, listener_.protocol, config_->timeouts, std::move(lr),
+        [this](LoginOutcome o, ConnectionPtr c) { OnLoginDone(std::move(o), std::move(c)); });
+    login_->Start();
+  });
+}
+
+void Session::OnLoginDone(LoginOutcome outcome, ConnectionPtr backend) {
+  // We are inside the login object's callback: free it on a later turn.
+  if (login_) {
+    BackendLogin* raw = login_.release();
+    worker_.Defer([raw] { delete raw; });
+  }
+  if (state_ == State::kEnded) return;
+  switch (outcome.kind) {
+    case LoginOutcome::Kind::kOk:
+      backend_ = std::move(backend);
+      ReplyLoginOk(outcome);
+      spdlog::debug("login ok: client={} user={} backend={}", client_address_, user_,
+                    backend_name_);
+      StartRelay();
+      return;
+    case LoginOutcome::Kind::kAuthFailed:
+      ++auth_failures_;
+      spdlog::info("auth failed: client={} listener={} user={} backend={} detail=\"{}\"",
+                   client_address_, listener_.name, user_, backend_name_, outcome.detail);
+      ReplyLoginFailed(outcome);
+      break;
+    case LoginOutcome::Kind::kUnavailable:
+      spdlog::warn("backend unavailable: client={} user={} backend={} detail=\"{}\"",
+                   client_address_, user_, backend_name_, outcome.detail);
+      ReplyUnavailable();
+      break;
+  }
+  if (state_ == State::kEnded) return;
+  if (auth_failures_ >= config_->limits.max_auth_attempts) {
+    ReplyTooManyFailures();
+    End("too many failed logins");
+    return;
+  }
+  state_ = State::kPreLogin;
+  ArmTimer();
+  client_->StartReading();
+  ProcessInput();  // commands pipelined after the failed login
+}
+
+void Session::StartRelay() {
+  state_ = State::kRelay;
+  backend_->set_handler(this);
+  backend_->SetWatermarks(config_->limits.relay_high_watermark,
+                          config_->limits.relay_low_watermark);
+  ArmTimer();
+  // From here on no protocol code runs (Dovecot's login_proxy_detach): what
+  // the client pipelined after its login goes first, then plain relaying.
+  if (!client_->input().empty()) backend_->Write(client_->input());
+  if (!backend_->input().empty()) client_->Write(backend_->input());
+  client_->StartReading();
+  backend_->StartReading();
+}
+
+void Session::RelayFrom(Connection& from, Connection& to) {
+  to.Write(from.input());
+  if (to.above_high_watermark()) from.StopReading();
+}
+
+void Session::Shutdown() {
+  if (state_ == State::kEnded) return;
+  Send(ShutdownNotice());
+  End("server shutdown");
+}
+
+void Session::End(absl::string_view reason) {
+  if (state_ == State::kEnded) return;
+  state_ = State::kEnded;
+  end_reason_ = std::string(reason);
+  ++generation_;
+  timer_.Stop();
+  tls_version_ = client_->tls_version();
+  LogEnd();
+  login_.reset();
+  client_.reset();  // flushes what is queued, then closes
+  backend_.reset();
+  worker_.Remove(this);
+}
+
+void Session::LogEnd() {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started_)
+                .count();
+  spdlog::info(
+      "session end: client={} listener={} protocol={} tls={} user={} backend={} in={} out={} "
+      "duration_ms={} end=\"{}\"",
+      client_address_, listener_.name, ProtocolName(listener_.protocol), tls_version_,
+      user_.empty() ? "-" : user_, backend_name_, client_->bytes_in(), client_->bytes_out(), ms,
+      end_reason_);
+}
+
+}  // namespace postern

@@ -1,0 +1,100 @@
+#pragma once
+
+// One worker: a thread running its own libuv loop, with its own listening
+// socket per listener (SO_REUSEPORT: the kernel spreads connections over the
+// workers), its own sessions and its own buffer pool. Nothing on the hot path
+// is shared with other workers.
+
+#include <uv.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "protocol/buffer.h"
+#include "proxy/config.h"
+#include "proxy/uv_handle.h"
+#include "routing/router.h"
+#include "tls/tls_context.h"
+
+namespace postern {
+
+class Session;
+
+class Worker {
+ public:
+  Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
+         std::function<void()> on_exit);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Before Start(), from the main thread: binds a listening socket for
+  // `listener` at `address` (its port may be 0: the real one is returned in
+  // *bound so the other workers bind the same port).
+  absl::Status Listen(const ListenerConfig& listener, const SocketAddress& address,
+                      SocketAddress* bound);
+  void Start();
+  void Join();
+  // Thread-safe. Stops accepting now; sessions get `grace` to finish, then
+  // are told the server is going down and closed.
+  void RequestShutdown(std::chrono::milliseconds grace);
+
+  // --- loop thread only ---
+  int id() const { return id_; }
+  uv_loop_t* loop() { return &loop_; }
+  BufferPool& pool() { return pool_; }
+  const Config& config() const { return *config_; }
+  const std::shared_ptr<const Config>& config_ptr() const { return config_; }
+  const TlsContext* tls() const { return tls_.get(); }
+  Router& router() { return *router_; }
+  bool shutting_down() const { return shutting_down_; }
+  // Runs `fn` on a later loop iteration (never from inside the caller).
+  void Defer(std::function<void()> fn);
+  // Forgets a finished session; it is destroyed on a later iteration.
+  void Remove(Session* s);
+  size_t session_count() const { return sessions_.size(); }
+
+ private:
+  struct Listener {
+    Worker* worker;
+    const ListenerConfig* config;
+    UvHandle<uv_tcp_t> tcp;
+  };
+
+  static void OnConnection(uv_stream_t* server, int status);
+  void Accept(Listener& l);
+  void Run();
+  void OnAsync();
+  void BeginShutdown(std::chrono::milliseconds grace);
+  void MaybeFinish();
+
+  int id_;
+  std::shared_ptr<const Config> config_;
+  std::shared_ptr<const TlsContext> tls_;
+  std::function<void()> on_exit_;
+  uv_loop_t loop_;
+  BufferPool pool_;
+  std::unique_ptr<Router> router_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;
+  std::vector<std::unique_ptr<Session>> graveyard_;
+  std::vector<std::function<void()>> deferred_;
+  UvHandle<uv_idle_t> idle_;
+  UvHandle<uv_async_t> async_;
+  Timer grace_timer_;
+  std::thread thread_;
+  bool shutting_down_ = false;
+  bool finished_ = false;
+
+  std::mutex mu_;  // guards the shutdown request from other threads
+  bool shutdown_requested_ = false;
+  std::chrono::milliseconds requested_grace_{0};
+};
+
+}  // namespace postern

@@ -1,0 +1,54 @@
+#pragma once
+
+// Where a user's mailbox lives. Routing is asynchronous: later routers ask
+// Redis or an HTTP auth service, so every answer comes through a callback,
+// and never from inside Route() itself (callers are not re-entered).
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+
+namespace postern {
+
+struct RouteRequest {
+  std::string user;
+  std::string client_ip;
+  bool pop3 = false;  // the client speaks POP3 (else IMAP)
+};
+
+struct RouteResult {
+  size_t backend = 0;  // index into the configuration's backend list
+};
+
+using RouteCallback = std::function<void(absl::StatusOr<RouteResult>)>;
+// Runs a function later on the caller's event loop (the worker's Defer).
+using Poster = std::function<void(std::function<void()>)>;
+
+class Router {
+ public:
+  virtual ~Router() = default;
+  // Answers through `done`, always after Route() has returned.
+  virtual void Route(const RouteRequest& request, RouteCallback done) = 0;
+};
+
+// A fixed user -> backend map with a default backend (the config's
+// routing.users and routing.default_backend). Immutable once built: shared
+// by the workers of one config snapshot.
+class StaticRouter : public Router {
+ public:
+  StaticRouter(absl::flat_hash_map<std::string, size_t> users, size_t default_backend, Poster post);
+  void Route(const RouteRequest& request, RouteCallback done) override;
+  // The synchronous answer, for tests and for routers built on this one.
+  size_t Lookup(const std::string& user) const;
+
+ private:
+  absl::flat_hash_map<std::string, size_t> users_;
+  size_t default_backend_;
+  Poster post_;
+};
+
+}  // namespace postern
