@@ -158,7 +158,7 @@ void Buffer::Drain(size_t n) {
 
 void Buffer::MoveFrom(Buffer& other) {
   assert(pool_ == other.pool_);
-  if (other.head_ == nullptr) return;
+  if (&other == this || other.head_ == nullptr) return;
   if (tail_ == nullptr) {
     head_ = other.head_;
   } else {
