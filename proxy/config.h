@@ -110,6 +110,8 @@ struct Config {
 
 // Loads and validates; on error the message names the file, the key and the
 // line ("postern.yaml:12: listeners[1].tls: expected implicit, starttls or none").
+// Relative paths in the file (tls.certificate, tls.key) resolve against the
+// directory of `path` (for ParseConfig: of `source_name`), made absolute.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfigFile(const std::string& path);
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(const std::string& yaml,
                                                           const std::string& source_name);

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
 
   absl::StatusOr<std::unique_ptr<postern::Server>> server = postern::Server::Create(*config);
   if (!server.ok()) {
-    spdlog::error("{}", server.status().message());
+    spdlog::error("{}", std::string(server.status().message()));
     return 1;
   }
   return (*server)->Run();

@@ -10,7 +10,8 @@
 namespace postern {
 
 Pop3Session::Pop3Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client)
-    : Session(worker, listener, std::move(client)), reader_(config_->limits.max_line, UINT32_MAX) {}
+    : Session(worker, listener, std::move(client)),
+      reader_(Pop3ReaderLimits{config_->limits.max_line, 16384, UINT32_MAX}) {}
 
 std::string Pop3Session::Greeting() {
   // No APOP timestamp: APOP is not offered (RFC 1939 section 7).
@@ -21,6 +22,7 @@ bool Pop3Session::ProcessCommand() {
   Pop3CommandReader::Event ev = reader_.Next(input());
   switch (ev) {
     case Pop3CommandReader::Event::kNeedMore:
+    case Pop3CommandReader::Event::kLine:  // only from NextLine()
       return false;
     case Pop3CommandReader::Event::kError:
       Send(absl::StrCat("-ERR ", reader_.error_text(), "\r\n"));
