@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config dpkg-dev clang-format
-  # libraries (DEVELOPERS.md: the chosen stack)
+  # libraries (the chosen stack: README.md, "Dependencies")
   libuv1-dev libjemalloc-dev libabsl-dev libgtest-dev libgmock-dev
   libbenchmark-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libhiredis-dev
   libcrypt-dev libargon2-dev libhttp-parser-dev

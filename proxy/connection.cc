@@ -25,9 +25,7 @@ Connection::Ptr Connection::Create(uv_loop_t* loop, BufferPool& pool, Connection
   auto* c = new Connection(pool, handler);
   uv_tcp_init(loop, &c->tcp_);
   c->tcp_.data = c;
-  uv_timer_init(loop, &c->linger_);
-  c->linger_.data = c;
-  c->open_handles_ = 2;
+  c->open_handles_ = 1;
   return Ptr(c);
 }
 
@@ -37,12 +35,16 @@ Connection::Connection(BufferPool& pool, ConnectionHandler* handler)
 Connection::~Connection() = default;
 
 int Connection::Connect(const sockaddr* addr) {
-  connect_req_.data = this;
-  return uv_tcp_connect(&connect_req_, &tcp_, addr, &Connection::OnConnect);
+  auto* req = new uv_connect_t;
+  req->data = this;
+  int r = uv_tcp_connect(req, &tcp_, addr, &Connection::OnConnect);
+  if (r != 0) delete req;
+  return r;
 }
 
 void Connection::OnConnect(uv_connect_t* req, int status) {
   auto* c = static_cast<Connection*>(req->data);
+  delete req;
   if (c->closing_ || c->handler_ == nullptr) return;
   c->handler_->OnConnected(*c, status);
 }
@@ -169,10 +171,12 @@ void Connection::Flush() {
     size_t n = out_.Peek(iov, kMaxIov);
     in_flight_ = 0;
     for (size_t i = 0; i < n; ++i) in_flight_ += iov[i].iov_len;
-    write_req_.data = this;
-    int r = uv_write(&write_req_, Stream(&tcp_), reinterpret_cast<uv_buf_t*>(iov),
-                     static_cast<unsigned>(n), &Connection::OnWrite);
+    auto* req = new uv_write_t;
+    req->data = this;
+    int r = uv_write(req, Stream(&tcp_), reinterpret_cast<uv_buf_t*>(iov), static_cast<unsigned>(n),
+                     &Connection::OnWrite);
     if (r != 0) {
+      delete req;
       in_flight_ = 0;
       out_.Clear();
       if (closing_) FinishClose();
@@ -189,7 +193,9 @@ void Connection::Flush() {
 }
 
 void Connection::OnWrite(uv_write_t* req, int status) {
-  static_cast<Connection*>(req->data)->AfterWrite(status);
+  auto* c = static_cast<Connection*>(req->data);
+  delete req;
+  c->AfterWrite(status);
 }
 
 void Connection::AfterWrite(int status) {
@@ -247,8 +253,12 @@ void Connection::Close(bool abort) {
   closing_ = true;
   handler_ = nullptr;
   input_.Clear();
+  closing_state_ = std::make_unique<Closing>();
+  uv_timer_init(tcp_.loop, &closing_state_->linger);
+  closing_state_->linger.data = this;
+  ++open_handles_;
   uv_timer_start(
-      &linger_,
+      &closing_state_->linger,
       [](uv_timer_t* t) {
         auto* c = static_cast<Connection*>(t->data);
         c->out_.Clear();
@@ -281,15 +291,17 @@ void Connection::FinishClose() {
   if (in_flight_ > 0) return;  // OnWrite comes back here
   if (!shutdown_sent_ && !ended_ && out_.empty() && reading_) {
     shutdown_sent_ = true;
-    shutdown_req_.data = this;
-    if (uv_shutdown(&shutdown_req_, Stream(&tcp_), &Connection::OnShutdown) == 0) return;
+    closing_state_->shutdown.data = this;
+    if (uv_shutdown(&closing_state_->shutdown, Stream(&tcp_), &Connection::OnShutdown) == 0) {
+      return;
+    }
   }
   if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp_))) return;
   engine_.reset();
   input_.Clear();
   out_.Clear();
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::OnClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&linger_), &Connection::OnClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&closing_state_->linger), &Connection::OnClosed);
 }
 
 void Connection::OnShutdown(uv_shutdown_t* req, int status) {

@@ -116,11 +116,15 @@ class Connection {
   void Fail(absl::string_view reason);
   Buffer& ReadTarget() { return engine_ ? engine_->cipher_in() : input_; }
 
+  // Only the socket lives in every connection; requests and the linger
+  // timer are allocated when needed (an idle connection is kept small).
+  struct Closing {
+    uv_shutdown_t shutdown;
+    uv_timer_t linger;
+  };
+
   uv_tcp_t tcp_;
-  uv_write_t write_req_;
-  uv_shutdown_t shutdown_req_;
-  uv_connect_t connect_req_;
-  uv_timer_t linger_;
+  std::unique_ptr<Closing> closing_state_;
   int open_handles_ = 0;
 
   BufferPool* pool_;

@@ -33,7 +33,13 @@ bool IsAstring(const ImapArg& a) {
 }  // namespace
 
 ImapSession::ImapSession(Worker& worker, const ListenerConfig& listener, ConnectionPtr client)
-    : Session(worker, listener, std::move(client)), parser_(ParserLimits(*config_)) {}
+    : Session(worker, listener, std::move(client)),
+      parser_(std::make_unique<ImapCommandParser>(ParserLimits(*config_))) {}
+
+void ImapSession::ReleaseFront() {
+  parser_.reset();
+  client_id_ = {};
+}
 
 std::string ImapSession::Capabilities() const {
   // Before login we offer what we implement ourselves; after login the
@@ -61,7 +67,7 @@ bool ImapSession::ProcessCommand() {
   Buffer& in = input();
   absl::string_view front = in.Front();
   size_t consumed = 0;
-  ImapCommandParser::Event ev = parser_.Feed(front, &consumed);
+  ImapCommandParser::Event ev = parser_->Feed(front, &consumed);
   in.Drain(consumed);
   switch (ev) {
     case ImapCommandParser::Event::kNeedMore:
@@ -71,18 +77,18 @@ bool ImapSession::ProcessCommand() {
       Send("+ OK\r\n");
       return true;
     case ImapCommandParser::Event::kError: {
-      std::string code = parser_.error_code().empty()
+      std::string code = parser_->error_code().empty()
                              ? std::string()
-                             : absl::StrCat("[", parser_.error_code(), "] ");
-      Send(absl::StrCat(parser_.error_tag(), " BAD ", code, parser_.error_text(), "\r\n"));
+                             : absl::StrCat("[", parser_->error_code(), "] ");
+      Send(absl::StrCat(parser_->error_tag(), " BAD ", code, parser_->error_text(), "\r\n"));
       return SpendError();
     }
     case ImapCommandParser::Event::kFatal:
-      Send(absl::StrCat("* BYE ", parser_.error_text(), "\r\n"));
-      End(absl::StrCat("protocol error: ", parser_.error_text()));
+      Send(absl::StrCat("* BYE ", parser_->error_text(), "\r\n"));
+      End(absl::StrCat("protocol error: ", parser_->error_text()));
       return false;
     case ImapCommandParser::Event::kCommand:
-      HandleCommand(parser_.command());
+      HandleCommand(parser_->command());
       return state_ == State::kPreLogin;
   }
   return false;

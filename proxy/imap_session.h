@@ -4,6 +4,7 @@
 // CAPABILITY, NOOP, LOGOUT, STARTTLS, ID, LOGIN, AUTHENTICATE PLAIN/LOGIN
 // with SASL-IR. Everything else waits for the backend.
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -29,13 +30,14 @@ class ImapSession : public Session {
   std::string TimeoutNotice() override;
   std::string ShutdownNotice() override;
   std::string LoginIdArgs() override;
+  void ReleaseFront() override;
 
  private:
   std::string Capabilities() const;
   void HandleCommand(const ImapCommand& cmd);
   void Tagged(absl::string_view status, absl::string_view text);
 
-  ImapCommandParser parser_;
+  std::unique_ptr<ImapCommandParser> parser_;  // null once relaying
   std::string tag_;  // of the command being answered (LOGIN / AUTHENTICATE)
   std::vector<std::pair<std::string, std::string>> client_id_;  // the client's ID fields
 };

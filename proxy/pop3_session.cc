@@ -11,7 +11,8 @@ namespace postern {
 
 Pop3Session::Pop3Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client)
     : Session(worker, listener, std::move(client)),
-      reader_(Pop3ReaderLimits{config_->limits.max_line, 16384, UINT32_MAX}) {}
+      reader_(std::make_unique<Pop3CommandReader>(
+          Pop3ReaderLimits{config_->limits.max_line, 16384, UINT32_MAX})) {}
 
 std::string Pop3Session::Greeting() {
   // No APOP timestamp: APOP is not offered (RFC 1939 section 7).
@@ -19,20 +20,20 @@ std::string Pop3Session::Greeting() {
 }
 
 bool Pop3Session::ProcessCommand() {
-  Pop3CommandReader::Event ev = reader_.Next(input());
+  Pop3CommandReader::Event ev = reader_->Next(input());
   switch (ev) {
     case Pop3CommandReader::Event::kNeedMore:
     case Pop3CommandReader::Event::kLine:  // only from NextLine()
       return false;
     case Pop3CommandReader::Event::kError:
-      Send(absl::StrCat("-ERR ", reader_.error_text(), "\r\n"));
+      Send(absl::StrCat("-ERR ", reader_->error_text(), "\r\n"));
       return SpendError();
     case Pop3CommandReader::Event::kFatal:
-      Send(absl::StrCat("-ERR ", reader_.error_text(), "\r\n"));
-      End(absl::StrCat("protocol error: ", reader_.error_text()));
+      Send(absl::StrCat("-ERR ", reader_->error_text(), "\r\n"));
+      End(absl::StrCat("protocol error: ", reader_->error_text()));
       return false;
     case Pop3CommandReader::Event::kCommand:
-      HandleCommand(reader_.command());
+      HandleCommand(reader_->command());
       return state_ == State::kPreLogin;
   }
   return false;
@@ -71,6 +72,7 @@ void Pop3Session::HandleCommand(const Pop3Command& cmd) {
     // RFC 2595 section 4.
     Send("+OK Begin TLS negotiation now.\r\n");
     pending_user_.clear();
+    reader_->Reset();
     StartTls();
     return;
   }

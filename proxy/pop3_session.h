@@ -27,12 +27,13 @@ class Pop3Session : public Session {
   void ReplyTooManyFailures() override;
   std::string TimeoutNotice() override;
   std::string ShutdownNotice() override;
+  void ReleaseFront() override { reader_.reset(); }
 
  private:
   void HandleCommand(const Pop3Command& cmd);
 
-  Pop3CommandReader reader_;
-  std::string pending_user_;  // from USER, waiting for PASS
+  std::unique_ptr<Pop3CommandReader> reader_;  // null once relaying
+  std::string pending_user_;                   // from USER, waiting for PASS
 };
 
 }  // namespace postern

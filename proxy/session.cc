@@ -299,6 +299,8 @@ void Session::OnLoginDone(LoginOutcome outcome, ConnectionPtr backend) {
 
 void Session::StartRelay() {
   state_ = State::kRelay;
+  ReleaseFront();
+  sasl_lines_.Reset();
   backend_->set_handler(this);
   backend_->SetWatermarks(config_->limits.relay_high_watermark,
                           config_->limits.relay_low_watermark);

@@ -57,6 +57,8 @@ class Session : public ConnectionHandler {
   virtual std::string TimeoutNotice() = 0;
   virtual std::string ShutdownNotice() = 0;
   virtual std::string LoginIdArgs() { return ""; }
+  // The relay starts: free what only the pre-login dialogue needed.
+  virtual void ReleaseFront() {}
 
   // LOGIN/USER/AUTH allowed now: over TLS, or the listener allows plaintext.
   bool AuthAllowed() const;
