@@ -41,7 +41,7 @@ struct ListenerConfig {
   TlsMode tls = TlsMode::kImplicit;
   SocketAddress address;  // listeners[i].address: "127.0.0.1:9993"
   // listeners[i].allow_plaintext_auth: accept LOGIN/USER/AUTH before TLS on a
-  // listener with tls: none or starttls. Default false (RFC 8314 section 3).
+  // listener with tls: none or starttls. Default false (RFC 8314 section 4.1).
   bool allow_plaintext_auth = false;
   int backlog = 511;
 };
