@@ -49,7 +49,6 @@ Session::~Session() {
 }
 
 void Session::Start() {
-  timer_.Init(worker_.loop());
   const size_t high = config_->limits.relay_high_watermark;
   const size_t low = config_->limits.relay_low_watermark;
   client_->SetWatermarks(high, low);
@@ -76,17 +75,19 @@ void Session::ArmTimer() {
     t = listener_.protocol == Protocol::kImap ? config_->timeouts.imap_idle
                                               : config_->timeouts.pop3_idle;
   }
-  timer_.Start(t, [this] {
-    if (state_ == State::kPreLogin || state_ == State::kAuthenticating) Send(TimeoutNotice());
-    End(state_ == State::kRelay ? "idle timeout" : "login timeout");
-  });
+  deadline_ms_ = uv_now(worker_.loop()) + static_cast<uint64_t>(t.count());
+}
+
+void Session::CheckTimeout(uint64_t now_ms) {
+  if (deadline_ms_ == 0 || now_ms < deadline_ms_ || state_ == State::kEnded) return;
+  if (state_ == State::kPreLogin) Send(TimeoutNotice());
+  End(state_ == State::kRelay ? "idle timeout" : "login timeout");
 }
 
 void Session::OnData(Connection& c) {
   if (state_ == State::kEnded) return;
   if (state_ == State::kRelay) {
-    timer_.Restart(listener_.protocol == Protocol::kImap ? config_->timeouts.imap_idle
-                                                         : config_->timeouts.pop3_idle);
+    ArmTimer();
     if (&c == client_.get()) {
       RelayFrom(*client_, *backend_);
     } else {
@@ -95,7 +96,7 @@ void Session::OnData(Connection& c) {
     return;
   }
   if (&c != client_.get()) return;
-  if (state_ == State::kPreLogin) timer_.Restart(config_->timeouts.login);
+  if (state_ == State::kPreLogin) ArmTimer();
   ProcessInput();
 }
 
@@ -224,7 +225,7 @@ void Session::BeginLogin(std::string user, std::string password, std::string aut
   }
   state_ = State::kAuthenticating;
   client_->StopReading();  // what the client pipelines waits in input()
-  timer_.Stop();
+  deadline_ms_ = 0;
   uint64_t gen = ++generation_;
   RouteRequest req;
   req.user = user;
@@ -329,7 +330,7 @@ void Session::End(absl::string_view reason) {
   state_ = State::kEnded;
   end_reason_ = std::string(reason);
   ++generation_;
-  timer_.Stop();
+  deadline_ms_ = 0;
   tls_version_ = client_->tls_version();
   LogEnd();
   login_.reset();

@@ -31,6 +31,8 @@ class Session : public ConnectionHandler {
   void Start();
   // The server is going down: tell the client and end.
   void Shutdown();
+  // Ends the session when its login or idle timeout has passed.
+  void CheckTimeout(uint64_t now_ms);
 
   // ConnectionHandler
   void OnData(Connection& c) override;
@@ -104,7 +106,10 @@ class Session : public ConnectionHandler {
   ConnectionPtr client_;
   ConnectionPtr backend_;
   std::unique_ptr<BackendLogin> login_;
-  Timer timer_;
+  // When the current timeout (login or idle) expires, in loop time; 0: none.
+  // The worker checks every session once a second: one timer per worker
+  // instead of one per session (memory), and no timer-heap update per read.
+  uint64_t deadline_ms_ = 0;
   LineSplitter sasl_lines_;
   SaslMech sasl_mech_ = SaslMech::kNone;
   std::string sasl_user_;  // LOGIN mechanism: the user name, waiting for the password

@@ -25,6 +25,17 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   });
   async_.get()->data = this;
   grace_timer_.Init(&loop_);
+  sweep_timer_.Init(&loop_);
+  sweep_timer_.Start(std::chrono::seconds(1), [this] { Sweep(); });
+}
+
+void Worker::Sweep() {
+  uint64_t now = uv_now(&loop_);
+  std::vector<Session*> all;
+  all.reserve(sessions_.size());
+  for (auto& [s, owner] : sessions_) all.push_back(s);
+  for (Session* s : all) s->CheckTimeout(now);  // may Remove() it: hence the copy
+  if (!finished_) sweep_timer_.Restart(std::chrono::seconds(1));
 }
 
 Worker::~Worker() {
@@ -37,6 +48,7 @@ Worker::~Worker() {
   idle_.Reset();
   async_.Reset();
   grace_timer_ = Timer();
+  sweep_timer_ = Timer();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
 }
@@ -133,6 +145,7 @@ void Worker::MaybeFinish() {
     idle_.Reset();
     async_.Reset();
     grace_timer_ = Timer();
+    sweep_timer_ = Timer();
   });
 }
 

@@ -73,6 +73,7 @@ class Worker {
   void OnAsync();
   void BeginShutdown(std::chrono::milliseconds grace);
   void MaybeFinish();
+  void Sweep();
 
   int id_;
   std::shared_ptr<const Config> config_;
@@ -88,6 +89,7 @@ class Worker {
   UvHandle<uv_idle_t> idle_;
   UvHandle<uv_async_t> async_;
   Timer grace_timer_;
+  Timer sweep_timer_;  // session timeouts, once a second
   std::thread thread_;
   bool shutting_down_ = false;
   bool finished_ = false;
