@@ -110,6 +110,14 @@ Pop3CommandReader::Event Pop3CommandReader::Next(Buffer& buf) {
   size_t consumed = 0;
   Event event = Take(buf, limits_.max_line, &line, &consumed);
   if (event != Event::kLine) return event;
+  if (line.find('\0') != absl::string_view::npos) {
+    // NUL has no place in a POP3 command (RFC 1939 section 3: printable
+    // ASCII): a client sending one is broken or hostile; close.
+    buf.Drain(consumed);
+    dead_ = true;
+    error_text_ = "NUL byte in command";
+    return Event::kFatal;
+  }
   absl::StatusOr<Pop3Command> cmd = ParsePop3Command(line);
   buf.Drain(consumed);
   if (!cmd.ok()) return Fail(std::string(cmd.status().message()));

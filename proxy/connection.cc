@@ -11,10 +11,6 @@
 namespace postern {
 namespace {
 
-// How long a closing connection may take to flush and to drain what the peer
-// still sends (closing with unread bytes would make the kernel send RST and
-// could destroy our last line, e.g. "* BYE", before the peer reads it).
-constexpr uint64_t kLingerMs = 5000;
 constexpr size_t kMaxIov = 16;
 
 uv_stream_t* Stream(uv_tcp_t* t) { return reinterpret_cast<uv_stream_t*>(t); }
@@ -154,7 +150,19 @@ void Connection::Write(absl::string_view data) {
 }
 
 void Connection::Flush() {
-  if (in_flight_ > 0) return;
+  if (in_flight_ == 0) StartWrites();
+  // Watermarks are judged on every change, also while a write is in flight
+  // (skipping them then once lost the OnDrained that resumes the peer).
+  if (out_.size() > high_) {
+    above_ = true;
+  } else if (above_ && out_.size() <= low_) {
+    above_ = false;
+    if (handler_ != nullptr && !closing_) handler_->OnDrained(*this);
+  }
+  if (closing_ && out_.empty() && in_flight_ == 0) FinishClose();
+}
+
+void Connection::StartWrites() {
   iovec iov[kMaxIov];
   while (!out_.empty()) {
     size_t n = out_.Peek(iov, kMaxIov);
@@ -176,20 +184,12 @@ void Connection::Flush() {
     int r = uv_write(req, Stream(&tcp_), reinterpret_cast<uv_buf_t*>(iov), static_cast<unsigned>(n),
                      &Connection::OnWrite);
     if (r != 0) {
+      // The socket is gone; the read side reports it.
       delete req;
       in_flight_ = 0;
       out_.Clear();
-      if (closing_) FinishClose();
-      return;
     }
   }
-  if (out_.size() > high_) {
-    above_ = true;
-  } else if (above_ && out_.size() <= low_) {
-    above_ = false;
-    if (handler_ != nullptr && !closing_) handler_->OnDrained(*this);
-  }
-  if (closing_ && out_.empty()) FinishClose();
 }
 
 void Connection::OnWrite(uv_write_t* req, int status) {
@@ -264,7 +264,7 @@ void Connection::Close(bool abort) {
         c->out_.Clear();
         c->FinishClose();
       },
-      kLingerMs, 0);
+      linger_ms_, 0);
   if (abort || (ended_ && out_.empty())) {
     StopReading();
     out_.Clear();

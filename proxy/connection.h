@@ -95,6 +95,9 @@ class Connection {
   uint64_t bytes_in() const { return bytes_in_; }    // plaintext received
   uint64_t bytes_out() const { return bytes_out_; }  // plaintext sent
 
+  // How long a closed connection may flush and wait for the peer's EOF.
+  void set_linger(uint64_t ms) { linger_ms_ = ms; }
+
   // See the class comment. Idempotent. `abort` skips the flush.
   void Close(bool abort = false);
 
@@ -111,6 +114,7 @@ class Connection {
 
   void HandleRead(ssize_t nread);
   void Flush();
+  void StartWrites();
   void AfterWrite(int status);
   void FinishClose();
   void Fail(absl::string_view reason);
@@ -129,6 +133,9 @@ class Connection {
 
   BufferPool* pool_;
   ConnectionHandler* handler_;
+  // A closing connection flushes and drains what the peer still sends for at
+  // most linger_ms_ (closing with unread bytes would make the kernel send RST
+  // and could destroy our last line, e.g. "* BYE", before the peer reads it).
   std::unique_ptr<TlsEngine> engine_;
   Buffer input_;
   Buffer out_;            // bytes for the socket (ciphertext when TLS)
@@ -140,6 +147,7 @@ class Connection {
   bool closing_ = false;
   bool ended_ = false;  // peer EOF/error seen
   bool shutdown_sent_ = false;
+  uint64_t linger_ms_ = 5000;
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
 };

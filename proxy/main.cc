@@ -76,7 +76,9 @@ int main(int argc, char** argv) {
     std::printf("config ok\n");
     return 0;
   }
-  spdlog::set_level(spdlog::level::from_str((*config)->log.level));
+  // Start-up lines (listening addresses, ready) are always printed; the
+  // configured level applies once the server is ready (Server::Run).
+  spdlog::set_level(spdlog::level::info);
 
   absl::StatusOr<std::unique_ptr<postern::Server>> server = postern::Server::Create(*config);
   if (!server.ok()) {

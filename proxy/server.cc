@@ -97,6 +97,7 @@ int Server::Run() {
   running_.store(static_cast<int>(workers_.size()));
   for (auto& w : workers_) w->Start();
   spdlog::info("ready: {} worker(s), {} listener(s)", workers_.size(), config_->listeners.size());
+  spdlog::set_level(spdlog::level::from_str(config_->log.level));
   uv_run(&loop_, UV_RUN_DEFAULT);
   for (auto& w : workers_) w->Join();
   spdlog::info("stopped");

@@ -18,6 +18,9 @@ namespace {
 constexpr char kLoginUserPrompt[] = "+ VXNlcm5hbWU6\r\n";
 constexpr char kLoginPassPrompt[] = "+ UGFzc3dvcmQ6\r\n";
 
+// During shutdown a closing connection waits at most this long for its peer.
+constexpr uint64_t kShutdownLingerMs = 500;
+
 bool HasCrLfNul(absl::string_view s) {
   return s.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
 }
@@ -334,6 +337,11 @@ void Session::End(absl::string_view reason) {
   tls_version_ = client_->tls_version();
   LogEnd();
   login_.reset();
+  if (worker_.shutting_down()) {
+    // The process is about to exit: do not wait long for slow peers.
+    client_->set_linger(kShutdownLingerMs);
+    if (backend_) backend_->set_linger(kShutdownLingerMs);
+  }
   client_.reset();  // flushes what is queued, then closes
   backend_.reset();
   worker_.Remove(this);

@@ -209,8 +209,10 @@ INSTANTIATE_TEST_SUITE_P(
             "X\r\nX\r\nX\r\nUSER a\r\n",
             {"ERR Unknown command", "ERR Unknown command", "FATAL Too many invalid commands"},
             ReaderLimits(100, 100, 2)},
-        ReaderCase{
-            "nul", std::string("US\0R\r\nUSER a\r\n", 14), {"ERR NUL in command", "CMD USER a"}}),
+        ReaderCase{// NUL ends the session: nothing after it is read.
+                   "nul",
+                   std::string("US\0R\r\nUSER a\r\n", 14),
+                   {"FATAL NUL byte in command"}}),
     [](const ::testing::TestParamInfo<ReaderCase>& info) { return std::string(info.param.name); });
 
 TEST(Pop3CommandReaderTest, ChargeErrorSpendsTheBudget) {
