@@ -1,0 +1,168 @@
+"""A 10 MiB message through postern over TLS, by IMAP FETCH BODY[] and POP3
+RETR, arrives byte for byte (the Maildir holds LF line ends; IMAP and POP3
+deliver CRLF, POP3 dot-stuffed: RFC 1939 section 3)."""
+
+import hashlib
+import re
+import socket
+import time
+import unittest
+
+import harness
+from harness import crlf, dot_stuff
+
+BIG = 10 * 1024 * 1024
+
+
+class BigMessageTest(harness.BedTestCase):
+    dovecot_kwargs = {"extra_messages": {"alice": [BIG], "bob": [BIG]}}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        # Read the files now: fetching sets \Seen, and Dovecot renames them.
+        cls.alice = cls.bed.dovecot.messages("alice")
+        cls.bob = cls.bed.dovecot.messages("bob")
+
+    def test_files_are_as_intended(self):
+        self.assertEqual(len(self.alice[-1]), BIG)
+        self.assertNotIn(b"\r", self.alice[-1])
+        self.assertIn(b"\n.\n", self.alice[-1])  # a lone "." line
+        self.assertRegex(self.alice[-1], rb"\n\.[^\n.]")
+
+    def imap_fetch(self, listener, user, want, starttls=False):
+        c = self.connect(listener)
+        if starttls:
+            _, tagged = c.imap("t", "STARTTLS")
+            self.assertTrue(tagged.startswith(b"t OK"), tagged)
+            c.start_tls()
+        _, tagged = c.imap("a", "LOGIN %s demo" % user)
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        untagged, tagged = c.imap("b", "EXAMINE INBOX")
+        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+        start = time.monotonic()
+        c.send("c FETCH %d BODY[]\r\n" % n)
+        head = c.readline(timeout=30)
+        m = re.match(rb"\* %d FETCH \(BODY\[\] \{(\d+)\}\r\n$" % n, head)
+        self.assertIsNotNone(m, head)
+        body = c.read_exact(int(m.group(1)), timeout=30)
+        rest = c.readline(timeout=30)
+        self.assertEqual(rest, b")\r\n")
+        _, tagged = c.imap_until_tagged("c", timeout=30)
+        elapsed = time.monotonic() - start
+        self.assertTrue(tagged.startswith(b"c OK"), tagged)
+        self.assertEqual(len(body), len(crlf(want)))
+        self.assertEqual(hashlib.sha256(body).hexdigest(), hashlib.sha256(crlf(want)).hexdigest())
+        _, tagged = c.imap("d", "LOGOUT")
+        return elapsed
+
+    def pop3_retr(self, listener, user, want, stls=False):
+        c = self.connect(listener)
+        if stls:
+            self.assertTrue(c.pop3("STLS").startswith(b"+OK"))
+            c.start_tls()
+        self.assertTrue(c.pop3("USER " + user).startswith(b"+OK"))
+        self.assertTrue(c.pop3("PASS demo").startswith(b"+OK"))
+        stat = c.pop3("STAT")
+        n = int(stat.split()[1])
+        start = time.monotonic()
+        r = c.pop3("RETR %d" % n)
+        self.assertTrue(r.startswith(b"+OK"), r)
+        raw = c.read_until(b"\r\n.\r\n", timeout=30)
+        elapsed = time.monotonic() - start
+        wire = dot_stuff(crlf(want)) + b".\r\n"
+        self.assertEqual(len(raw), len(wire))
+        self.assertEqual(hashlib.sha256(raw).hexdigest(), hashlib.sha256(wire).hexdigest())
+        # And un-stuffed, the message itself.
+        lines = raw[:-3].split(b"\r\n")
+        unstuffed = b"\r\n".join(l[1:] if l.startswith(b".") else l for l in lines)
+        self.assertEqual(hashlib.sha256(unstuffed).hexdigest(),
+                         hashlib.sha256(crlf(want)).hexdigest())
+        self.assertTrue(c.pop3("QUIT").startswith(b"+OK"))
+        return elapsed
+
+    def test_imaps_fetch_body(self):
+        self.imap_fetch("imaps", "alice", self.alice[-1])
+
+    def test_imap_starttls_fetch_body(self):
+        self.imap_fetch("imap", "bob", self.bob[-1], starttls=True)
+
+    def test_pop3s_retr(self):
+        self.pop3_retr("pop3s", "alice", self.alice[-1])
+
+    def test_pop3_stls_retr(self):
+        self.pop3_retr("pop3", "bob", self.bob[-1], stls=True)
+
+    def slow_reader(self, listener, protocol, user, want):
+        """The client stops reading until the relay is backpressured (both
+        watermarks crossed), then reads: every byte must still arrive."""
+        c = self.connect(listener)
+        if protocol == "pop3":
+            self.assertTrue(c.pop3("USER " + user).startswith(b"+OK"))
+            self.assertTrue(c.pop3("PASS demo").startswith(b"+OK"))
+            n = int(c.pop3("STAT").split()[1])
+            c.send("RETR %d\r\n" % n)
+            expected = b"+OK"
+            wire_end = dot_stuff(crlf(want)) + b".\r\n"
+        else:
+            _, tagged = c.imap("a", "LOGIN %s demo" % user)
+            self.assertTrue(tagged.startswith(b"a OK"), tagged)
+            untagged, _ = c.imap("b", "EXAMINE INBOX")
+            n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+            c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+            expected = b"* %d FETCH" % n
+            wire_end = crlf(want) + b")\r\nc OK"
+        time.sleep(1.5)
+        head = c.readline(timeout=30)
+        self.assertTrue(head.startswith(expected), head)
+        end = wire_end[-64:]
+        total = 0
+        tail = b""
+        while end not in tail:
+            try:
+                if not c._fill(timeout=15):
+                    self.fail("closed after %d bytes" % total)
+            except (socket.timeout, TimeoutError):
+                self.fail("stalled after %d of about %d bytes" % (total, len(wire_end)))
+            total += len(c.buf)
+            tail = (tail + bytes(c.buf))[-200:]
+            c.buf.clear()
+        self.assertGreaterEqual(total, len(wire_end) - len(end))
+
+    def test_slow_reader_imaps(self):
+        self.slow_reader("imaps", "imap", "alice", self.alice[-1])
+
+    def test_slow_reader_pop3s(self):
+        self.slow_reader("pop3s", "pop3", "bob", self.bob[-1])
+
+    def test_slow_reader_pop3_plain(self):
+        self.slow_reader("pop3-plain", "pop3", "alice", self.alice[-1])
+
+    def test_two_at_once(self):
+        # Two big transfers interleaved on one worker: start both, then read.
+        a = self.connect("imaps")
+        b = self.connect("pop3s")
+        _, tagged = a.imap("a", "LOGIN alice demo")
+        self.assertTrue(tagged.startswith(b"a OK"))
+        untagged, _ = a.imap("b", "EXAMINE INBOX")
+        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+        self.assertTrue(b.pop3("USER bob").startswith(b"+OK"))
+        self.assertTrue(b.pop3("PASS demo").startswith(b"+OK"))
+        a.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+        b.send("RETR %d\r\n" % len(self.bob))
+        self.assertTrue(b.readline(timeout=30).startswith(b"+OK"))
+        head = a.readline(timeout=30)
+        size = int(re.search(rb"\{(\d+)\}", head).group(1))
+        # Alternate small reads so both relays make progress together.
+        got_a = bytearray()
+        while len(got_a) < size:
+            got_a += a.read_exact(min(65536, size - len(got_a)), timeout=30)
+            if not b.buf.endswith(b"\r\n.\r\n"):
+                b._fill(timeout=30)
+        raw_b = b.read_until(b"\r\n.\r\n", timeout=30)
+        self.assertEqual(bytes(got_a), crlf(self.alice[-1]))
+        self.assertEqual(raw_b, dot_stuff(crlf(self.bob[-1])) + b".\r\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
