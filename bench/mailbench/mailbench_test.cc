@@ -1,0 +1,313 @@
+// Unit tests for mailbench's pure parts: the response reader (on every split
+// of its input and one byte at a time), option parsing (loopback only), the
+// /proc parsers, percentiles and JSON quoting.
+
+#include <unistd.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "bench/mailbench/options.h"
+#include "bench/mailbench/proc_stats.h"
+#include "bench/mailbench/report.h"
+#include "bench/mailbench/response_reader.h"
+#include "gtest/gtest.h"
+
+namespace postern::mailbench {
+namespace {
+
+struct Wait {
+  Expect expect;
+  std::string tag;
+};
+
+struct Outcome {
+  std::vector<bool> oks;
+  std::vector<std::string> texts;
+  uint64_t payload = 0;
+  uint64_t messages = 0;
+  uint32_t exists = 0;
+  std::string error;
+};
+
+// Feeds `input` cut into the given chunks, waiting for each of `waits` in turn.
+Outcome FeedChunks(const std::vector<Wait>& waits, const std::vector<absl::string_view>& chunks) {
+  Outcome out;
+  ResponseReader r;
+  size_t next = 0;
+  r.Start(waits[next].expect, waits[next].tag);
+  for (absl::string_view data : chunks) {
+    while (!data.empty()) {
+      size_t used = 0;
+      ResponseReader::Result res = r.Feed(data, &used);
+      EXPECT_LE(used, data.size());
+      data.remove_prefix(used);
+      if (res == ResponseReader::Result::kError) {
+        out.error = r.error();
+        return out;
+      }
+      if (res == ResponseReader::Result::kNeedMore) {
+        EXPECT_TRUE(data.empty());
+        break;
+      }
+      out.oks.push_back(r.reply().ok);
+      out.texts.push_back(r.reply().text);
+      ++next;
+      if (next < waits.size()) {
+        r.Start(waits[next].expect, waits[next].tag);
+      } else {
+        r.Start(Expect::kNothing);
+      }
+    }
+  }
+  out.payload = r.payload_bytes();
+  out.messages = r.messages();
+  out.exists = r.exists();
+  return out;
+}
+
+// Runs the input whole, at every split point, and one byte at a time; all must agree.
+Outcome RunAllSplits(const std::vector<Wait>& waits, absl::string_view input) {
+  Outcome whole = FeedChunks(waits, {input});
+  for (size_t cut = 1; cut < input.size(); ++cut) {
+    Outcome o = FeedChunks(waits, {input.substr(0, cut), input.substr(cut)});
+    EXPECT_EQ(o.oks, whole.oks) << "cut at " << cut;
+    EXPECT_EQ(o.texts, whole.texts) << "cut at " << cut;
+    EXPECT_EQ(o.payload, whole.payload) << "cut at " << cut;
+    EXPECT_EQ(o.messages, whole.messages) << "cut at " << cut;
+    EXPECT_EQ(o.error, whole.error) << "cut at " << cut;
+  }
+  std::vector<absl::string_view> bytes;
+  for (size_t i = 0; i < input.size(); ++i) bytes.push_back(input.substr(i, 1));
+  Outcome o = FeedChunks(waits, bytes);
+  EXPECT_EQ(o.oks, whole.oks) << "byte at a time";
+  EXPECT_EQ(o.payload, whole.payload) << "byte at a time";
+  EXPECT_EQ(o.messages, whole.messages) << "byte at a time";
+  EXPECT_EQ(o.error, whole.error) << "byte at a time";
+  return whole;
+}
+
+TEST(ResponseReaderTest, ImapLoginSelectLogout) {
+  const std::string input =
+      "* OK [CAPABILITY IMAP4rev1 IDLE] Dovecot ready.\r\n"
+      "a1 OK [CAPABILITY IMAP4rev1] Logged in\r\n"
+      "* FLAGS (\\Answered \\Seen)\r\n"
+      "* 125 EXISTS\r\n"
+      "* 0 RECENT\r\n"
+      "a2 OK [READ-WRITE] Select completed (0.001 + 0.000 secs).\r\n"
+      "* BYE Logging out\r\n"
+      "a3 OK Logout completed.\r\n";
+  Outcome o = RunAllSplits({{Expect::kImapGreeting, ""},
+                            {Expect::kImapTagged, "a1"},
+                            {Expect::kImapTagged, "a2"},
+                            {Expect::kImapTagged, "a3"}},
+                           input);
+  EXPECT_EQ(o.error, "");
+  EXPECT_EQ(o.oks, (std::vector<bool>{true, true, true, true}));
+  EXPECT_EQ(o.texts[0], "* OK [CAPABILITY IMAP4rev1 IDLE] Dovecot ready.");
+  EXPECT_EQ(o.texts[3], "a3 OK Logout completed.");
+  EXPECT_EQ(o.exists, 125u);
+}
+
+TEST(ResponseReaderTest, ImapFetchLiteralsAreCountedNotParsed) {
+  // The literal holds text that looks like our tagged reply and a literal announcement.
+  const std::string body1 = "Subject: x\r\n\r\na2 OK fake\r\n{99}\r\n";
+  const std::string body2 = "hello";
+  const std::string input = "* 1 FETCH (BODY[] {" + std::to_string(body1.size()) + "}\r\n" + body1 +
+                            " FLAGS (\\Seen))\r\n* 2 FETCH (BODY[] {" +
+                            std::to_string(body2.size()) + "+}\r\n" + body2 +
+                            ")\r\n* 3 EXISTS\r\na2 OK Fetch completed.\r\n";
+  Outcome o = RunAllSplits({{Expect::kImapTagged, "a2"}}, input);
+  EXPECT_EQ(o.error, "");
+  EXPECT_EQ(o.oks, (std::vector<bool>{true}));
+  EXPECT_EQ(o.payload, body1.size() + body2.size());
+  EXPECT_EQ(o.messages, 2u);
+  EXPECT_EQ(o.exists, 3u);
+}
+
+TEST(ResponseReaderTest, ImapEmptyLiteralAndTaggedNo) {
+  const std::string input = "* 1 FETCH (BODY[] {0}\r\n)\r\na7 NO [SERVERBUG] failed\r\n";
+  Outcome o = RunAllSplits({{Expect::kImapTagged, "a7"}}, input);
+  EXPECT_EQ(o.oks, (std::vector<bool>{false}));
+  EXPECT_EQ(o.texts[0], "a7 NO [SERVERBUG] failed");
+  EXPECT_EQ(o.payload, 0u);
+}
+
+TEST(ResponseReaderTest, ImapIdleContinuationThenDone) {
+  const std::string input =
+      "+ idling\r\n* 4 EXISTS\r\n* 1 RECENT\r\na5 OK Idle completed (0.001 + 1.000 secs).\r\n";
+  Outcome o = RunAllSplits({{Expect::kImapContinuation, "a5"}, {Expect::kImapTagged, "a5"}}, input);
+  EXPECT_EQ(o.error, "");
+  EXPECT_EQ(o.oks, (std::vector<bool>{true, true}));
+  EXPECT_EQ(o.exists, 4u);
+}
+
+TEST(ResponseReaderTest, ImapContinuationRefused) {
+  Outcome o = RunAllSplits({{Expect::kImapContinuation, "a5"}}, "a5 BAD no idle\r\n");
+  EXPECT_EQ(o.oks, (std::vector<bool>{false}));
+}
+
+TEST(ResponseReaderTest, ImapByeGreetingFails) {
+  Outcome o = RunAllSplits({{Expect::kImapGreeting, ""}}, "* BYE Too many connections\r\n");
+  EXPECT_EQ(o.oks, (std::vector<bool>{false}));
+  Outcome pre = RunAllSplits({{Expect::kImapGreeting, ""}}, "* PREAUTH hi\r\n");
+  EXPECT_EQ(pre.oks, (std::vector<bool>{true}));
+}
+
+TEST(ResponseReaderTest, ImapGreetingMustBeUntagged) {
+  Outcome o = FeedChunks({{Expect::kImapGreeting, ""}}, {"HTTP/1.0 200 OK\r\n"});
+  EXPECT_NE(o.error, "");
+}
+
+TEST(ResponseReaderTest, ImapOtherTagsAreSkipped) {
+  Outcome o = RunAllSplits({{Expect::kImapTagged, "a10"}}, "a1 OK old\r\na10 OK new\r\n");
+  EXPECT_EQ(o.texts, (std::vector<std::string>{"a10 OK new"}));
+}
+
+TEST(ResponseReaderTest, ImapHugeLiteralLengthIsAnError) {
+  Outcome o =
+      FeedChunks({{Expect::kImapTagged, "a1"}}, {"* 1 FETCH (BODY[] {99999999999999999999}\r\n"});
+  EXPECT_NE(o.error, "");
+}
+
+TEST(ResponseReaderTest, OverlongLineIsAnError) {
+  std::string line(ResponseReader::kMaxLine + 10, 'x');
+  Outcome o = FeedChunks({{Expect::kImapTagged, "a1"}}, {line});
+  EXPECT_NE(o.error, "");
+}
+
+TEST(ResponseReaderTest, Pop3Conversation) {
+  const std::string msg1 = "Subject: a\r\n\r\n..stuffed line\r\n.\r\n";  // "..stuffed" then end
+  const std::string input =
+      "+OK Dovecot ready.\r\n+OK\r\n+OK Logged in.\r\n+OK 2 1234\r\n"
+      "+OK 40 octets\r\n" +
+      msg1 +
+      "+OK 3 octets\r\nabc\r\n.\r\n"
+      "-ERR no such message\r\n"
+      "+OK Logging out.\r\n";
+  Outcome o = RunAllSplits({{Expect::kPop3Line, ""},
+                            {Expect::kPop3Line, ""},
+                            {Expect::kPop3Line, ""},
+                            {Expect::kPop3Line, ""},
+                            {Expect::kPop3Multi, ""},
+                            {Expect::kPop3Multi, ""},
+                            {Expect::kPop3Multi, ""},
+                            {Expect::kPop3Line, ""}},
+                           input);
+  EXPECT_EQ(o.error, "");
+  EXPECT_EQ(o.oks, (std::vector<bool>{true, true, true, true, true, true, false, true}));
+  EXPECT_EQ(o.texts[3], "+OK 2 1234");
+  EXPECT_EQ(o.texts[4], "+OK 40 octets");
+  EXPECT_EQ(o.messages, 2u);
+  EXPECT_EQ(o.payload, msg1.size() + std::string("abc\r\n.\r\n").size());
+}
+
+TEST(ResponseReaderTest, Pop3EmptyBodyAndDotLines) {
+  // An empty body is just ".\r\n"; ".x" and "." inside a line do not end it.
+  const std::string input = "+OK\r\n.\r\n+OK\r\n.x\r\na.\r\n\r\n.\r\n";
+  Outcome o = RunAllSplits({{Expect::kPop3Multi, ""}, {Expect::kPop3Multi, ""}}, input);
+  EXPECT_EQ(o.oks, (std::vector<bool>{true, true}));
+  EXPECT_EQ(o.payload, 3u + 13u);
+}
+
+TEST(ResponseReaderTest, NothingExpectedDiscards) {
+  ResponseReader r;
+  r.Start(Expect::kNothing);
+  size_t used = 0;
+  EXPECT_EQ(r.Feed("* BYE\r\n", &used), ResponseReader::Result::kNeedMore);
+  EXPECT_EQ(used, 7u);
+}
+
+absl::StatusOr<Options> Parse(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  static char name[] = "mailbench";
+  argv.push_back(name);
+  for (std::string& a : args) argv.push_back(a.data());
+  return ParseOptions(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(OptionsTest, AcceptsLoopbackOnly) {
+  EXPECT_TRUE(Parse({"--port", "993"}).ok());
+  EXPECT_TRUE(Parse({"--host", "127.0.0.1", "--port=993"}).ok());
+  EXPECT_TRUE(Parse({"--host", "127.5.6.7", "--port", "993"}).ok());
+  EXPECT_TRUE(Parse({"--host", "::1", "--port", "993"}).ok());
+  for (const char* host : {"10.0.0.1", "0.0.0.0", "192.168.1.1", "8.8.8.8", "localhost",
+                           "example.com", "::", "::ffff:127.0.0.1", "2001:db8::1", "128.0.0.1"}) {
+    absl::StatusOr<Options> o = Parse({"--host", host, "--port", "993"});
+    EXPECT_FALSE(o.ok()) << host;
+  }
+}
+
+TEST(OptionsTest, DefaultsAndBounds) {
+  absl::StatusOr<Options> o = Parse({"--port", "143", "--clients", "5"});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->sessions, 100u);  // login: 20 x clients
+  o = Parse({"--port", "143", "--scenario", "idle", "--clients", "300"});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->sessions, 300u);
+  EXPECT_FALSE(
+      Parse({"--port", "143", "--scenario", "idle", "--clients", "3", "--sessions", "4"}).ok());
+  EXPECT_FALSE(Parse({}).ok());                                      // no port
+  EXPECT_FALSE(Parse({"--port", "0"}).ok());                         // bad port
+  EXPECT_FALSE(Parse({"--port", "1", "--duration", "0"}).ok());      // unbounded
+  EXPECT_FALSE(Parse({"--port", "1", "--clients", "100000"}).ok());  // too many
+  EXPECT_FALSE(Parse({"--port", "1", "--resume"}).ok());             // resume without TLS
+  EXPECT_FALSE(Parse({"--port", "1", "--user", "a b"}).ok());        // needs quoting
+  EXPECT_FALSE(Parse({"--port", "1", "--bogus"}).ok());
+  EXPECT_FALSE(Parse({"--port", "1", "--scenario", "flood"}).ok());
+  EXPECT_TRUE(absl::IsCancelled(Parse({"--help"}).status()));
+}
+
+TEST(ProcStatsTest, ParsesStatAfterTheLastParenthesis) {
+  // Fields 14 and 15 (utime, stime) are 250 and 50 ticks.
+  const std::string stat =
+      "1234 (a) (b c) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 50";
+  absl::StatusOr<double> cpu = ParseStatCpuSeconds(stat, 100);
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_DOUBLE_EQ(*cpu, 3.0);
+  EXPECT_FALSE(ParseStatCpuSeconds("garbage", 100).ok());
+  EXPECT_FALSE(ParseStatCpuSeconds("1 (x) S 1 2", 100).ok());
+}
+
+TEST(ProcStatsTest, ParsesSmapsRollup) {
+  const std::string text =
+      "5581e000-7ffd [rollup]\nRss:               10240 kB\nPss:                8000 kB\n"
+      "Pss_Anon:           100 kB\n";
+  ProcSample s;
+  ASSERT_TRUE(ParseSmapsRollup(text, &s).ok());
+  EXPECT_EQ(s.rss_kb, 10240u);
+  EXPECT_EQ(s.pss_kb, 8000u);
+  EXPECT_FALSE(ParseSmapsRollup("Rss: 1 kB\n", &s).ok());
+}
+
+TEST(ProcStatsTest, SamplesOurselves) {
+  absl::StatusOr<ProcSample> s = SampleProc(getpid());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_GT(s->rss_kb, 0u);
+}
+
+TEST(ReportTest, NearestRankPercentiles) {
+  std::vector<uint64_t> v;
+  for (uint64_t i = 100; i >= 1; --i) v.push_back(i * 1000);
+  Distribution d = Summarize(v, 1000);
+  EXPECT_EQ(d.count, 100u);
+  EXPECT_DOUBLE_EQ(d.p50, 50);
+  EXPECT_DOUBLE_EQ(d.p90, 90);
+  EXPECT_DOUBLE_EQ(d.p99, 99);
+  EXPECT_DOUBLE_EQ(d.max, 100);
+  EXPECT_DOUBLE_EQ(d.mean, 50.5);
+  std::vector<uint64_t> empty;
+  EXPECT_EQ(Summarize(empty, 1).count, 0u);
+}
+
+TEST(ReportTest, JsonQuoting) {
+  EXPECT_EQ(JsonQuote("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+  JsonObject o;
+  o.Add("x", uint64_t{3}).Add("y", "z").Add("b", true);
+  EXPECT_EQ(o.Build(), "{\"x\":3,\"y\":\"z\",\"b\":true}");
+}
+
+}  // namespace
+}  // namespace postern::mailbench
