@@ -43,6 +43,16 @@ Slab* BufferPool::Acquire() {
   return s;
 }
 
+void BufferPool::Trim(size_t keep) {
+  while (free_count_ > keep) {
+    Slab* s = free_;
+    free_ = s->next;
+    --free_count_;
+    s->~Slab();
+    std::free(s);
+  }
+}
+
 void BufferPool::Release(Slab* slab) {
   --in_use_;
   if (free_count_ >= max_free_) {

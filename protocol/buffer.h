@@ -52,6 +52,9 @@ class BufferPool {
 
   Slab* Acquire();
   void Release(Slab* slab);
+  // Frees cached free slabs until at most `keep` remain (the worker trims
+  // the cache when load drops, so a burst does not pin memory).
+  void Trim(size_t keep);
 
  private:
   size_t slab_size_;

@@ -178,7 +178,7 @@ void Connection::StartWrites() {
     // through OnWrite, never from inside a caller's Write()).
     size_t n = out_.Peek(iov, kMaxIov);
     in_flight_ = 0;
-    for (size_t i = 0; i < n; ++i) in_flight_ += iov[i].iov_len;
+    for (size_t i = 0; i < n; ++i) in_flight_ += static_cast<uint32_t>(iov[i].iov_len);
     auto* req = new uv_write_t;
     req->data = this;
     int r = uv_write(req, Stream(&tcp_), reinterpret_cast<uv_buf_t*>(iov), static_cast<unsigned>(n),

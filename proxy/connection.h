@@ -16,6 +16,7 @@
 
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -77,8 +78,8 @@ class Connection {
   size_t pending() const { return out_.size(); }
   // OnDrained fires when pending() falls to `low` after passing `high`.
   void SetWatermarks(size_t high, size_t low) {
-    high_ = high;
-    low_ = low;
+    high_ = static_cast<uint32_t>(std::min<size_t>(high, UINT32_MAX));
+    low_ = static_cast<uint32_t>(std::min<size_t>(low, UINT32_MAX));
   }
   bool above_high_watermark() const { return out_.size() > high_; }
 
@@ -96,7 +97,7 @@ class Connection {
   uint64_t bytes_out() const { return bytes_out_; }  // plaintext sent
 
   // How long a closed connection may flush and wait for the peer's EOF.
-  void set_linger(uint64_t ms) { linger_ms_ = ms; }
+  void set_linger(uint32_t ms) { linger_ms_ = ms; }
 
   // See the class comment. Idempotent. `abort` skips the flush.
   void Close(bool abort = false);
@@ -129,7 +130,6 @@ class Connection {
 
   uv_tcp_t tcp_;
   std::unique_ptr<Closing> closing_state_;
-  int open_handles_ = 0;
 
   BufferPool* pool_;
   ConnectionHandler* handler_;
@@ -138,16 +138,18 @@ class Connection {
   // and could destroy our last line, e.g. "* BYE", before the peer reads it).
   std::unique_ptr<TlsEngine> engine_;
   Buffer input_;
-  Buffer out_;            // bytes for the socket (ciphertext when TLS)
-  size_t in_flight_ = 0;  // bytes of out_'s head handed to uv_write
-  size_t high_ = SIZE_MAX;
-  size_t low_ = 0;
+  Buffer out_;  // bytes for the socket (ciphertext when TLS)
+  // Sized to keep an idle connection in a small allocation class.
+  uint32_t in_flight_ = 0;  // bytes of out_'s head handed to uv_write (<= 16 slabs)
+  uint32_t high_ = UINT32_MAX;
+  uint32_t low_ = 0;
+  uint32_t linger_ms_ = 5000;
+  uint8_t open_handles_ = 0;
   bool above_ = false;
   bool reading_ = false;
   bool closing_ = false;
   bool ended_ = false;  // peer EOF/error seen
   bool shutdown_sent_ = false;
-  uint64_t linger_ms_ = 5000;
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
 };

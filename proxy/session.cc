@@ -19,7 +19,7 @@ constexpr char kLoginUserPrompt[] = "+ VXNlcm5hbWU6\r\n";
 constexpr char kLoginPassPrompt[] = "+ UGFzc3dvcmQ6\r\n";
 
 // During shutdown a closing connection waits at most this long for its peer.
-constexpr uint64_t kShutdownLingerMs = 500;
+constexpr uint32_t kShutdownLingerMs = 500;
 
 bool HasCrLfNul(absl::string_view s) {
   return s.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
@@ -40,7 +40,6 @@ Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr c
       listener_(listener),
       config_(worker.config_ptr()),
       client_(std::move(client)),
-      sasl_lines_(config_->limits.max_line),
       started_(std::chrono::steady_clock::now()) {
   client_->set_handler(this);
   client_address_ = client_->PeerAddress();
@@ -136,7 +135,7 @@ bool Session::SpendError() {
 
 void Session::StartSasl(SaslMech mech, bool has_ir, absl::string_view ir) {
   sasl_mech_ = mech;
-  sasl_user_.clear();
+  sasl_ = std::make_unique<SaslState>(config_->limits.max_line);
   if (!has_ir) {
     Send(mech == SaslMech::kLogin ? kLoginUserPrompt : "+ \r\n");
     return;
@@ -158,7 +157,7 @@ void Session::StartSasl(SaslMech mech, bool has_ir, absl::string_view ir) {
     ReplyAuthBad("Invalid base64 data in the initial response.");
     return;
   }
-  sasl_user_ = std::move(*u);
+  sasl_->user = std::move(*u);
   Send(kLoginPassPrompt);
 }
 
@@ -166,7 +165,7 @@ bool Session::ProcessSaslLine() {
   absl::string_view line;
   size_t consumed = 0;
   Buffer& in = client_->input();
-  LineSplitter::Status st = sasl_lines_.Next(in, &line, &consumed);
+  LineSplitter::Status st = sasl_->lines.Next(in, &line, &consumed);
   if (st == LineSplitter::Status::kNeedMore) {
     in.Drain(consumed);
     return false;
@@ -200,18 +199,20 @@ bool Session::ProcessSaslLine() {
     ReplyAuthBad("Invalid base64 data.");
     return state_ == State::kPreLogin;
   }
-  if (sasl_user_.empty()) {
+  if (sasl_->user.empty()) {
     if (v->empty()) {
       sasl_mech_ = SaslMech::kNone;
       ReplyAuthBad("Empty user name.");
       return state_ == State::kPreLogin;
     }
-    sasl_user_ = std::move(*v);
+    sasl_->user = std::move(*v);
     Send(kLoginPassPrompt);
     return true;
   }
   sasl_mech_ = SaslMech::kNone;
-  BeginLogin(std::move(sasl_user_), std::move(*v));
+  std::string user = std::move(sasl_->user);
+  sasl_.reset();
+  BeginLogin(std::move(user), std::move(*v));
   return false;
 }
 
@@ -253,7 +254,7 @@ void Session::BeginLogin(std::string user, std::string password, std::string aut
       return;
     }
     const BackendConfig& b = config_->backends[r->backend];
-    backend_name_ = b.name;
+    backend_name_ = &b.name;
     LoginRequest lr{user, password, authzid, LoginIdArgs()};
     login_ = std::make_unique<BackendLogin>(
         worker_.loop(), worker_.pool(), b, listener_.protocol, config_->timeouts, std::move(lr),
@@ -274,18 +275,18 @@ void Session::OnLoginDone(LoginOutcome outcome, ConnectionPtr backend) {
       backend_ = std::move(backend);
       ReplyLoginOk(outcome);
       spdlog::debug("login ok: client={} user={} backend={}", client_address_, user_,
-                    backend_name_);
+                    backend_name());
       StartRelay();
       return;
     case LoginOutcome::Kind::kAuthFailed:
       ++auth_failures_;
       spdlog::info("auth failed: client={} listener={} user={} backend={} detail=\"{}\"",
-                   client_address_, listener_.name, user_, backend_name_, outcome.detail);
+                   client_address_, listener_.name, user_, backend_name(), outcome.detail);
       ReplyLoginFailed(outcome);
       break;
     case LoginOutcome::Kind::kUnavailable:
       spdlog::warn("backend unavailable: client={} user={} backend={} detail=\"{}\"",
-                   client_address_, user_, backend_name_, outcome.detail);
+                   client_address_, user_, backend_name(), outcome.detail);
       ReplyUnavailable();
       break;
   }
@@ -304,7 +305,7 @@ void Session::OnLoginDone(LoginOutcome outcome, ConnectionPtr backend) {
 void Session::StartRelay() {
   state_ = State::kRelay;
   ReleaseFront();
-  sasl_lines_.Reset();
+  sasl_.reset();
   backend_->set_handler(this);
   backend_->SetWatermarks(config_->limits.relay_high_watermark,
                           config_->limits.relay_low_watermark);
@@ -331,11 +332,9 @@ void Session::Shutdown() {
 void Session::End(absl::string_view reason) {
   if (state_ == State::kEnded) return;
   state_ = State::kEnded;
-  end_reason_ = std::string(reason);
   ++generation_;
   deadline_ms_ = 0;
-  tls_version_ = client_->tls_version();
-  LogEnd();
+  LogEnd(reason);
   login_.reset();
   if (worker_.shutting_down()) {
     // The process is about to exit: do not wait long for slow peers.
@@ -347,16 +346,21 @@ void Session::End(absl::string_view reason) {
   worker_.Remove(this);
 }
 
-void Session::LogEnd() {
+const std::string& Session::backend_name() const {
+  static const std::string kNone = "-";
+  return backend_name_ != nullptr ? *backend_name_ : kNone;
+}
+
+void Session::LogEnd(absl::string_view reason) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started_)
                 .count();
   spdlog::info(
       "session end: client={} listener={} protocol={} tls={} user={} backend={} in={} out={} "
       "duration_ms={} end=\"{}\"",
-      client_address_, listener_.name, ProtocolName(listener_.protocol), tls_version_,
-      user_.empty() ? "-" : user_, backend_name_, client_->bytes_in(), client_->bytes_out(), ms,
-      end_reason_);
+      client_address_, listener_.name, ProtocolName(listener_.protocol), client_->tls_version(),
+      user_.empty() ? "-" : user_, backend_name(), client_->bytes_in(), client_->bytes_out(), ms,
+      std::string(reason));
 }
 
 }  // namespace postern

@@ -101,7 +101,8 @@ class Session : public ConnectionHandler {
   void StartRelay();
   void RelayFrom(Connection& from, Connection& to);
   void ArmTimer();
-  void LogEnd();
+  void LogEnd(absl::string_view reason);
+  const std::string& backend_name() const;
 
   ConnectionPtr client_;
   ConnectionPtr backend_;
@@ -110,15 +111,18 @@ class Session : public ConnectionHandler {
   // The worker checks every session once a second: one timer per worker
   // instead of one per session (memory), and no timer-heap update per read.
   uint64_t deadline_ms_ = 0;
-  LineSplitter sasl_lines_;
   SaslMech sasl_mech_ = SaslMech::kNone;
-  std::string sasl_user_;  // LOGIN mechanism: the user name, waiting for the password
+  // Only while a SASL exchange waits for the client's response lines.
+  struct SaslState {
+    explicit SaslState(size_t max_line) : lines(max_line) {}
+    LineSplitter lines;
+    std::string user;  // LOGIN mechanism: the user name, waiting for the password
+  };
+  std::unique_ptr<SaslState> sasl_;
   uint32_t errors_ = 0;
   uint32_t auth_failures_ = 0;
   std::string client_address_;
-  std::string backend_name_ = "-";
-  std::string tls_version_ = "none";
-  std::string end_reason_;
+  const std::string* backend_name_ = nullptr;  // in config_
   std::chrono::steady_clock::time_point started_;
   uint64_t generation_ = 0;  // invalidates callbacks of an abandoned login
 };

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -35,6 +36,8 @@ void Worker::Sweep() {
   all.reserve(sessions_.size());
   for (auto& [s, owner] : sessions_) all.push_back(s);
   for (Session* s : all) s->CheckTimeout(now);  // may Remove() it: hence the copy
+  // Give back half of the cached slabs above a small floor each second.
+  pool_.Trim(std::max<size_t>(8, pool_.free_count() / 2));
   if (!finished_) sweep_timer_.Restart(std::chrono::seconds(1));
 }
 
