@@ -37,6 +37,7 @@ Slab* BufferPool::Acquire() {
     s->capacity = static_cast<uint32_t>(slab_size_);
   }
   s->next = nullptr;
+  s->owner = this;
   s->begin = 0;
   s->end = 0;
   ++in_use_;
@@ -103,14 +104,14 @@ void Buffer::Commit(size_t n) {
   // A reservation that brought nothing must not leave an empty slab behind.
   if (tail_->readable() == 0) {
     if (head_ == tail_) {
-      pool_->Release(head_);
+      head_->owner->Release(head_);
       head_ = tail_ = nullptr;
     } else {
       // The empty tail stays only until the next Reserve; drop it now so the
       // invariant "no empty slab" holds.
       Slab* prev = head_;
       while (prev->next != tail_) prev = prev->next;
-      pool_->Release(tail_);
+      tail_->owner->Release(tail_);
       prev->next = nullptr;
       tail_ = prev;
     }
@@ -147,7 +148,7 @@ void Buffer::PopHead() {
   Slab* s = head_;
   head_ = s->next;
   if (head_ == nullptr) tail_ = nullptr;
-  pool_->Release(s);
+  s->owner->Release(s);
 }
 
 void Buffer::Drain(size_t n) {
@@ -167,7 +168,6 @@ void Buffer::Drain(size_t n) {
 }
 
 void Buffer::MoveFrom(Buffer& other) {
-  assert(pool_ == other.pool_);
   if (&other == this || other.head_ == nullptr) return;
   if (tail_ == nullptr) {
     head_ = other.head_;

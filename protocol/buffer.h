@@ -25,7 +25,8 @@ class BufferPool;
 
 // One block of bytes. [begin, end) is readable; [end, capacity) is writable.
 struct Slab {
-  Slab* next = nullptr;  // the next slab of a Buffer, or of the pool's free list
+  Slab* next = nullptr;         // the next slab of a Buffer, or of the pool's free list
+  BufferPool* owner = nullptr;  // where it goes back when drained
   uint32_t begin = 0;
   uint32_t end = 0;
   uint32_t capacity = 0;
@@ -76,6 +77,9 @@ class Buffer {
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   BufferPool& pool() const { return *pool_; }
+  // Where future reservations come from (the relay reads into large slabs,
+  // the pre-login dialogue into small ones). Slabs already held keep theirs.
+  void set_pool(BufferPool& pool) { pool_ = &pool; }
 
   // Writable space at the tail: the rest of the last slab, or a fresh slab
   // when the last one is full (never empty). Follow with Commit(n), n <= the
@@ -102,7 +106,8 @@ class Buffer {
   // Removes n <= size() bytes from the front; emptied slabs go back to the pool.
   void Drain(size_t n);
   // Moves every byte of `other` to the end of this buffer without copying
-  // (slabs change owner); `other` is left empty. Both must share a pool.
+  // (slabs change buffer; each still goes back to the pool it came from);
+  // `other` is left empty.
   void MoveFrom(Buffer& other);
   // Drains everything.
   void Clear();

@@ -310,6 +310,8 @@ void Session::StartRelay() {
   backend_->SetWatermarks(config_->limits.relay_high_watermark,
                           config_->limits.relay_low_watermark);
   ArmTimer();
+  client_->input().set_pool(worker_.bulk_pool());
+  backend_->input().set_pool(worker_.bulk_pool());
   // From here on no protocol code runs (Dovecot's login_proxy_detach): what
   // the client pipelined after its login goes first, then plain relaying.
   if (!client_->input().empty()) backend_->Write(client_->input());

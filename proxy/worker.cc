@@ -38,6 +38,7 @@ void Worker::Sweep() {
   for (Session* s : all) s->CheckTimeout(now);  // may Remove() it: hence the copy
   // Give back half of the cached slabs above a small floor each second.
   pool_.Trim(std::max<size_t>(8, pool_.free_count() / 2));
+  bulk_pool_.Trim(bulk_pool_.free_count() / 2);
   if (!finished_) sweep_timer_.Restart(std::chrono::seconds(1));
 }
 

@@ -49,6 +49,8 @@ class Worker {
   int id() const { return id_; }
   uv_loop_t* loop() { return &loop_; }
   BufferPool& pool() { return pool_; }
+  // Large slabs for relay reads: fewer, larger reads, records and writes.
+  BufferPool& bulk_pool() { return bulk_pool_; }
   const Config& config() const { return *config_; }
   const std::shared_ptr<const Config>& config_ptr() const { return config_; }
   const TlsContext* tls() const { return tls_.get(); }
@@ -81,6 +83,7 @@ class Worker {
   std::function<void()> on_exit_;
   uv_loop_t loop_;
   BufferPool pool_;
+  BufferPool bulk_pool_{64 * 1024, 16};
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;
