@@ -120,6 +120,17 @@ absl::Status ConfigureCommon(SSL_CTX* ctx, uint16_t min_version) {
   return absl::OkStatus();
 }
 
+// A context with the versions, ciphers and curves every context shares.
+absl::StatusOr<bssl::UniquePtr<SSL_CTX>> NewContext(const std::string& min_version_text) {
+  absl::StatusOr<uint16_t> min_version = ParseVersion(min_version_text, "tls.min_version");
+  if (!min_version.ok()) return min_version.status();
+  ERR_clear_error();
+  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
+  if (ctx == nullptr) return Failed("tls: SSL_CTX_new");
+  if (absl::Status s = ConfigureCommon(ctx.get(), *min_version); !s.ok()) return s;
+  return ctx;
+}
+
 // PEM certificate chain (leaf first) and key into `ctx`. `cert_file` and
 // `key_file` name the sources in errors.
 absl::Status UseChainAndKey(SSL_CTX* ctx, const std::string& chain_pem, const std::string& key_pem,
@@ -180,12 +191,9 @@ absl::StatusOr<bssl::UniquePtr<SSL_CTX>> BuildServer(const std::string& chain_pe
                                                      const std::string& cert_file,
                                                      const std::string& key_file,
                                                      const TlsServerOptions& o) {
-  absl::StatusOr<uint16_t> min_version = ParseVersion(o.min_version, "tls.min_version");
-  if (!min_version.ok()) return min_version.status();
-  ERR_clear_error();
-  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
-  if (ctx == nullptr) return Failed("tls: SSL_CTX_new");
-  if (absl::Status s = ConfigureCommon(ctx.get(), *min_version); !s.ok()) return s;
+  absl::StatusOr<bssl::UniquePtr<SSL_CTX>> made = NewContext(o.min_version);
+  if (!made.ok()) return made.status();
+  bssl::UniquePtr<SSL_CTX> ctx = *std::move(made);
   if (absl::Status s = UseChainAndKey(ctx.get(), chain_pem, key_pem, cert_file, key_file);
       !s.ok()) {
     return s;
@@ -233,12 +241,9 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::CreateServerFromPe
 
 absl::StatusOr<std::shared_ptr<const TlsContext>> TlsContext::CreateClient(
     const TlsClientOptions& o) {
-  absl::StatusOr<uint16_t> min_version = ParseVersion(o.min_version, "tls.min_version");
-  if (!min_version.ok()) return min_version.status();
-  ERR_clear_error();
-  bssl::UniquePtr<SSL_CTX> ctx(SSL_CTX_new(TLS_method()));
-  if (ctx == nullptr) return Failed("tls: SSL_CTX_new");
-  if (absl::Status s = ConfigureCommon(ctx.get(), *min_version); !s.ok()) return s;
+  absl::StatusOr<bssl::UniquePtr<SSL_CTX>> made = NewContext(o.min_version);
+  if (!made.ok()) return made.status();
+  bssl::UniquePtr<SSL_CTX> ctx = *std::move(made);
   if (o.verify_peer) {
     if (!o.ca_file.empty()) {
       // Read it ourselves first for a clear "no such file" message.
