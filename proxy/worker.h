@@ -83,7 +83,7 @@ class Worker {
   std::function<void()> on_exit_;
   uv_loop_t loop_;
   BufferPool pool_;
-  BufferPool bulk_pool_{64 * 1024, 16};
+  BufferPool bulk_pool_{64 * 1024, 4};
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;
