@@ -180,8 +180,10 @@ void Worker::Defer(std::function<void()> fn) {
       if (w == nullptr) return;
       std::vector<std::function<void()>> fns;
       fns.swap(w->deferred_);
-      w->graveyard_.clear();
       for (auto& f : fns) f();
+      // Only now: a callback queued above (a route answer) may still look at
+      // a session that ended earlier in this loop turn.
+      w->graveyard_.clear();
       if (w->deferred_.empty() && w->idle_) uv_idle_stop(w->idle_.get());
     });
   }

@@ -31,7 +31,11 @@ using Poster = std::function<void(std::function<void()>)>;
 class Router {
  public:
   virtual ~Router() = default;
-  // Answers through `done`, always after Route() has returned.
+  // Answers through `done`, always after Route() has returned. The caller
+  // may have ended by then: answers go through the worker's deferred queue,
+  // which frees ended sessions only after running what was queued, and the
+  // session ignores an answer to a login it abandoned. A router answering
+  // from its own I/O callbacks must let the caller cancel instead.
   virtual void Route(const RouteRequest& request, RouteCallback done) = 0;
 };
 
