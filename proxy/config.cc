@@ -183,17 +183,6 @@ bool SameAddress(const SocketAddress& a, const SocketAddress& b) {
          std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof(x.sin6_addr)) == 0;
 }
 
-uint16_t PortOf(const SocketAddress& a) {
-  if (a.storage.ss_family == AF_INET) {
-    sockaddr_in sin;
-    std::memcpy(&sin, &a.storage, sizeof(sin));
-    return ntohs(sin.sin_port);
-  }
-  sockaddr_in6 sin6;
-  std::memcpy(&sin6, &a.storage, sizeof(sin6));
-  return ntohs(sin6.sin6_port);
-}
-
 // Parses a run of decimal digits (no sign, no spaces); false on overflow.
 bool ParseDigits(absl::string_view s, uint64_t* out) {
   if (s.empty() || s.size() > 20) return false;
@@ -841,6 +830,17 @@ std::string BaseDirectory(const std::string& source) {
 }
 
 }  // namespace
+
+uint16_t PortOf(const SocketAddress& a) {
+  if (a.storage.ss_family == AF_INET) {
+    sockaddr_in sin;
+    std::memcpy(&sin, &a.storage, sizeof(sin));
+    return ntohs(sin.sin_port);
+  }
+  sockaddr_in6 sin6;
+  std::memcpy(&sin6, &a.storage, sizeof(sin6));
+  return ntohs(sin6.sin6_port);
+}
 
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(const std::string& yaml,
                                                           const std::string& source_name) {

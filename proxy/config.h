@@ -34,6 +34,8 @@ struct SocketAddress {
 
 // Parses "host:port" or "[v6]:port" with a numeric host (no DNS at startup).
 absl::StatusOr<SocketAddress> ParseSocketAddress(const std::string& host, uint16_t port);
+// The port of an IPv4 or IPv6 address, host order.
+uint16_t PortOf(const SocketAddress& a);
 
 struct ListenerConfig {
   std::string name;  // listeners[i].name, for logs; defaults to "<protocol>-<port>"

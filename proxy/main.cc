@@ -11,7 +11,6 @@
 #include "proxy/server.h"
 #include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
-#include "tls/tls_context.h"
 
 // jemalloc reads this at start-up. Freed pages go back to the system within
 // a second instead of ten: many long-lived small sessions, and bursts of
@@ -67,18 +66,12 @@ int main(int argc, char** argv) {
   }
   if (check_only) {
     // Load the certificate and key too: a config that cannot start is bad.
-    if ((*config)->tls_needed) {
-      postern::TlsServerOptions o;
-      o.certificate_file = (*config)->tls.certificate;
-      o.key_file = (*config)->tls.key;
-      o.min_version = (*config)->tls.min_version;
-      absl::StatusOr<std::shared_ptr<const postern::TlsContext>> tls =
-          postern::TlsContext::CreateServer(o);
-      if (!tls.ok()) {
-        std::fprintf(stderr, "%s: %s\n", config_path.c_str(),
-                     std::string(tls.status().message()).c_str());
-        return 2;
-      }
+    absl::StatusOr<std::shared_ptr<const postern::TlsContext>> tls =
+        postern::LoadTlsContext(**config);
+    if (!tls.ok()) {
+      std::fprintf(stderr, "%s: %s\n", config_path.c_str(),
+                   std::string(tls.status().message()).c_str());
+      return 2;
     }
     std::printf("config ok\n");
     return 0;

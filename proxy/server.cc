@@ -14,19 +14,20 @@ int WorkerCount(int configured) {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
+absl::StatusOr<std::shared_ptr<const TlsContext>> LoadTlsContext(const Config& config) {
+  if (!config.tls_needed) return std::shared_ptr<const TlsContext>();
+  TlsServerOptions o;
+  o.certificate_file = config.tls.certificate;
+  o.key_file = config.tls.key;
+  o.min_version = config.tls.min_version;
+  o.session_tickets = config.tls.session_tickets;
+  return TlsContext::CreateServer(o);
+}
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(std::shared_ptr<const Config> config) {
-  std::shared_ptr<const TlsContext> tls;
-  if (config->tls_needed) {
-    TlsServerOptions o;
-    o.certificate_file = config->tls.certificate;
-    o.key_file = config->tls.key;
-    o.min_version = config->tls.min_version;
-    o.session_tickets = config->tls.session_tickets;
-    absl::StatusOr<std::shared_ptr<const TlsContext>> ctx = TlsContext::CreateServer(o);
-    if (!ctx.ok()) return ctx.status();
-    tls = *std::move(ctx);
-  }
-  std::unique_ptr<Server> s(new Server(std::move(config), std::move(tls)));
+  absl::StatusOr<std::shared_ptr<const TlsContext>> tls = LoadTlsContext(*config);
+  if (!tls.ok()) return tls.status();
+  std::unique_ptr<Server> s(new Server(std::move(config), *std::move(tls)));
   absl::Status st = s->Bind();
   if (!st.ok()) return st;
   return s;

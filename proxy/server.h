@@ -37,6 +37,10 @@ class Server {
   int signals_ = 0;
 };
 
+// The server TLS context the config asks for (null when no listener uses
+// TLS); --check-config loads it too.
+absl::StatusOr<std::shared_ptr<const TlsContext>> LoadTlsContext(const Config& config);
+
 // Number of workers for `configured` (0 = one per core).
 int WorkerCount(int configured);
 

@@ -40,17 +40,6 @@ absl::StatusOr<std::shared_ptr<const Config>> Parse(const std::string& yaml) {
   return ParseConfig(yaml, "postern.yaml");
 }
 
-uint16_t PortOf(const SocketAddress& a) {
-  if (a.storage.ss_family == AF_INET) {
-    sockaddr_in sin;
-    std::memcpy(&sin, &a.storage, sizeof(sin));
-    return ntohs(sin.sin_port);
-  }
-  sockaddr_in6 sin6;
-  std::memcpy(&sin6, &a.storage, sizeof(sin6));
-  return ntohs(sin6.sin6_port);
-}
-
 std::string HostOf(const SocketAddress& a) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (a.storage.ss_family == AF_INET) {
