@@ -38,7 +38,7 @@ BackendLogin::~BackendLogin() = default;
 void BackendLogin::Start() {
   timer_.Init(loop_);
   conn_ = Connection::Create(loop_, pool_, this);
-  const SocketAddress& addr = protocol_ == Protocol::kImap ? backend_.imap : backend_.pop3;
+  const SocketAddress& addr = target();
   int r = conn_->Connect(reinterpret_cast<const sockaddr*>(&addr.storage));
   if (r != 0) {
     // Report from the loop, never from inside Start().
@@ -52,7 +52,7 @@ void BackendLogin::Start() {
 }
 
 void BackendLogin::OnConnected(Connection& c, int status) {
-  const SocketAddress& addr = protocol_ == Protocol::kImap ? backend_.imap : backend_.pop3;
+  const SocketAddress& addr = target();
   if (status != 0) {
     Unavailable(absl::StrCat("connect ", addr.text, ": ", uv_strerror(status)));
     return;
@@ -297,10 +297,7 @@ void BackendLogin::HandlePop3Line(absl::string_view line) {
 }
 
 void BackendLogin::Unavailable(std::string detail) {
-  LoginOutcome o;
-  o.kind = LoginOutcome::Kind::kUnavailable;
-  o.detail = std::move(detail);
-  Finish(std::move(o));
+  Finish(LoginOutcome::Failure(LoginOutcome::Kind::kUnavailable, std::move(detail)));
 }
 
 void BackendLogin::Finish(LoginOutcome outcome) {

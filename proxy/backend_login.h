@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "protocol/line_splitter.h"
@@ -24,6 +25,14 @@ struct LoginOutcome {
   std::string text;          // the backend's human text
   std::string capabilities;  // IMAP: the post-login capability list
   std::string detail;        // why, for the session log
+
+  // A failure decided before or without a backend answer.
+  static LoginOutcome Failure(Kind kind, std::string detail) {
+    LoginOutcome o;
+    o.kind = kind;
+    o.detail = std::move(detail);
+    return o;
+  }
 };
 
 struct LoginRequest {
@@ -70,6 +79,10 @@ class BackendLogin : public ConnectionHandler {
   void Finish(LoginOutcome outcome);
   void Unavailable(std::string detail);
   bool HasCap(absl::string_view cap) const;
+  // The backend's address for our protocol.
+  const SocketAddress& target() const {
+    return protocol_ == Protocol::kImap ? backend_.imap : backend_.pop3;
+  }
 
   uv_loop_t* loop_;
   BufferPool& pool_;

@@ -2,7 +2,6 @@
 
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "protocol/imap_string.h"
@@ -182,10 +181,7 @@ void ImapSession::HandleCommand(const ImapCommand& cmd) {
       Tagged("NO", "[PRIVACYREQUIRED] Authentication disallowed on non-secure connections.");
       return;
     }
-    std::string mech = absl::AsciiStrToUpper(args[0].value);
-    SaslMech m = mech == "PLAIN"   ? SaslMech::kPlain
-                 : mech == "LOGIN" ? SaslMech::kLogin
-                                   : SaslMech::kNone;
+    SaslMech m = ParseSaslMech(args[0].value);
     if (m == SaslMech::kNone) {
       Tagged("NO", "Unsupported authentication mechanism.");
       return;
@@ -206,14 +202,7 @@ std::string ImapSession::LoginIdArgs() {
   // The client's address for the backend (Dovecot reads x-originating-* from
   // trusted networks), then the client's own fields; the client may not
   // set the address fields itself.
-  absl::string_view addr = client_address();
-  absl::string_view ip = addr, port;
-  size_t colon = addr.rfind(':');
-  if (colon != absl::string_view::npos) {
-    ip = addr.substr(0, colon);
-    port = addr.substr(colon + 1);
-  }
-  if (absl::StartsWith(ip, "[") && absl::EndsWith(ip, "]")) ip = ip.substr(1, ip.size() - 2);
+  absl::string_view ip = client_ip(), port = client_port();
   std::string out = absl::StrCat("(\"x-originating-ip\" ", ImapQuote(ip));
   if (!port.empty()) absl::StrAppend(&out, " \"x-originating-port\" ", ImapQuote(port));
   for (const auto& [k, v] : client_id_) {

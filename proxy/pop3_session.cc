@@ -2,7 +2,6 @@
 
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "proxy/worker.h"
@@ -119,10 +118,7 @@ void Pop3Session::HandleCommand(const Pop3Command& cmd) {
       Send("-ERR [AUTH] Authentication disallowed on non-secure connections.\r\n");
       return;
     }
-    std::string mech = absl::AsciiStrToUpper(args[0]);
-    SaslMech m = mech == "PLAIN"   ? SaslMech::kPlain
-                 : mech == "LOGIN" ? SaslMech::kLogin
-                                   : SaslMech::kNone;
+    SaslMech m = ParseSaslMech(args[0]);
     if (m == SaslMech::kNone) {
       Send("-ERR Unsupported authentication mechanism.\r\n");
       return;

@@ -21,6 +21,18 @@ constexpr char kLoginPassPrompt[] = "+ UGFzc3dvcmQ6\r\n";
 // During shutdown a closing connection waits at most this long for its peer.
 constexpr uint32_t kShutdownLingerMs = 500;
 
+// "ip:port" / "[v6]:port" -> ip (no brackets) and port.
+void SplitAddress(absl::string_view addr, absl::string_view* ip, absl::string_view* port) {
+  *ip = addr;
+  *port = {};
+  size_t colon = addr.rfind(':');
+  if (colon != absl::string_view::npos) {
+    *ip = addr.substr(0, colon);
+    *port = addr.substr(colon + 1);
+  }
+  if (absl::StartsWith(*ip, "[") && absl::EndsWith(*ip, "]")) *ip = ip->substr(1, ip->size() - 2);
+}
+
 bool HasCrLfNul(absl::string_view s) {
   return s.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
 }
@@ -45,11 +57,6 @@ Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr c
   client_address_ = client_->PeerAddress();
 }
 
-Session::~Session() {
-  ++generation_;
-  login_.reset();
-}
-
 void Session::Start() {
   const size_t high = config_->limits.relay_high_watermark;
   const size_t low = config_->limits.relay_low_watermark;
@@ -60,6 +67,18 @@ void Session::Start() {
   Send(Greeting());
   ArmTimer();
   client_->StartReading();
+}
+
+absl::string_view Session::client_ip() const {
+  absl::string_view ip, port;
+  SplitAddress(client_address_, &ip, &port);
+  return ip;
+}
+
+absl::string_view Session::client_port() const {
+  absl::string_view ip, port;
+  SplitAddress(client_address_, &ip, &port);
+  return port;
 }
 
 bool Session::AuthAllowed() const { return client_->tls() || listener_.allow_plaintext_auth; }
@@ -104,7 +123,7 @@ void Session::OnData(Connection& c) {
 
 void Session::ProcessInput() {
   while (state_ == State::kPreLogin && !client_->input().empty()) {
-    bool progressed = sasl_mech_ != SaslMech::kNone ? ProcessSaslLine() : ProcessCommand();
+    bool progressed = sasl_ != nullptr ? ProcessSaslLine() : ProcessCommand();
     if (!progressed) break;
   }
 }
@@ -133,17 +152,21 @@ bool Session::SpendError() {
   return false;
 }
 
+Session::SaslMech Session::ParseSaslMech(absl::string_view name) {
+  if (absl::EqualsIgnoreCase(name, "PLAIN")) return SaslMech::kPlain;
+  if (absl::EqualsIgnoreCase(name, "LOGIN")) return SaslMech::kLogin;
+  return SaslMech::kNone;
+}
+
 void Session::StartSasl(SaslMech mech, bool has_ir, absl::string_view ir) {
-  sasl_mech_ = mech;
-  sasl_ = std::make_unique<SaslState>(config_->limits.max_line);
   if (!has_ir) {
+    sasl_ = std::make_unique<SaslState>(mech, config_->limits.max_line);
     Send(mech == SaslMech::kLogin ? kLoginUserPrompt : "+ \r\n");
     return;
   }
   // Process the initial response as if it were the first line.
   if (mech == SaslMech::kPlain) {
     absl::StatusOr<SaslPlain> p = DecodeSaslPlain(ir == "=" ? "" : ir);
-    sasl_mech_ = SaslMech::kNone;
     if (!p.ok()) {
       ReplyAuthBad(p.status().message());
       return;
@@ -153,10 +176,10 @@ void Session::StartSasl(SaslMech mech, bool has_ir, absl::string_view ir) {
   }
   absl::StatusOr<std::string> u = DecodeBase64Strict(ir == "=" ? "" : ir);
   if (!u.ok() || u->empty()) {
-    sasl_mech_ = SaslMech::kNone;
     ReplyAuthBad("Invalid base64 data in the initial response.");
     return;
   }
+  sasl_ = std::make_unique<SaslState>(mech, config_->limits.max_line);
   sasl_->user = std::move(*u);
   Send(kLoginPassPrompt);
 }
@@ -172,19 +195,19 @@ bool Session::ProcessSaslLine() {
   }
   if (st == LineSplitter::Status::kTooLong) {
     in.Drain(consumed);
-    sasl_mech_ = SaslMech::kNone;
+    sasl_.reset();
     ReplyAuthBad("SASL response too long.");
     return state_ == State::kPreLogin;
   }
-  std::string response(line);
+  std::string response(line);  // the view may point into sasl_'s scratch
   in.Drain(consumed);
   if (response == "*") {  // RFC 9051 section 6.2.2, RFC 5034 section 4
-    sasl_mech_ = SaslMech::kNone;
+    sasl_.reset();
     ReplyAuthCanceled();
     return true;
   }
-  if (sasl_mech_ == SaslMech::kPlain) {
-    sasl_mech_ = SaslMech::kNone;
+  if (sasl_->mech == SaslMech::kPlain) {
+    sasl_.reset();
     absl::StatusOr<SaslPlain> p = DecodeSaslPlain(response);
     if (!p.ok()) {
       ReplyAuthBad(p.status().message());
@@ -194,22 +217,17 @@ bool Session::ProcessSaslLine() {
     return false;
   }
   absl::StatusOr<std::string> v = DecodeBase64Strict(response);
-  if (!v.ok()) {
-    sasl_mech_ = SaslMech::kNone;
-    ReplyAuthBad("Invalid base64 data.");
+  if (!v.ok() || (sasl_->user.empty() && v->empty())) {
+    const bool bad_base64 = !v.ok();
+    sasl_.reset();
+    ReplyAuthBad(bad_base64 ? "Invalid base64 data." : "Empty user name.");
     return state_ == State::kPreLogin;
   }
   if (sasl_->user.empty()) {
-    if (v->empty()) {
-      sasl_mech_ = SaslMech::kNone;
-      ReplyAuthBad("Empty user name.");
-      return state_ == State::kPreLogin;
-    }
     sasl_->user = std::move(*v);
     Send(kLoginPassPrompt);
     return true;
   }
-  sasl_mech_ = SaslMech::kNone;
   std::string user = std::move(sasl_->user);
   sasl_.reset();
   BeginLogin(std::move(user), std::move(*v));
@@ -221,10 +239,9 @@ void Session::BeginLogin(std::string user, std::string password, std::string aut
   // Credentials travel inside backend command lines: CR, LF or NUL in them
   // would let a client inject commands (and no backend accepts them).
   if (user.empty() || HasCrLfNul(user) || HasCrLfNul(password) || HasCrLfNul(authzid)) {
-    LoginOutcome o;
-    o.kind = LoginOutcome::Kind::kAuthFailed;
-    o.detail = "invalid characters in the credentials";
-    OnLoginDone(std::move(o), nullptr);
+    OnLoginDone(LoginOutcome::Failure(LoginOutcome::Kind::kAuthFailed,
+                                      "invalid characters in the credentials"),
+                nullptr);
     return;
   }
   state_ = State::kAuthenticating;
@@ -233,24 +250,17 @@ void Session::BeginLogin(std::string user, std::string password, std::string aut
   uint64_t gen = ++generation_;
   RouteRequest req;
   req.user = user;
-  req.client_ip = client_address_;
+  req.client_ip = std::string(client_ip());
   req.pop3 = listener_.protocol == Protocol::kPop3;
   // The credentials wait in the lambda until the route is known.
   worker_.router().Route(req, [this, gen, user = std::move(user), password = std::move(password),
                                authzid = std::move(authzid)](absl::StatusOr<RouteResult> r) {
     if (gen != generation_ || state_ != State::kAuthenticating) return;
-    if (!r.ok()) {
-      LoginOutcome o;
-      o.kind = LoginOutcome::Kind::kUnavailable;
-      o.detail = absl::StrCat("routing: ", r.status().message());
-      OnLoginDone(std::move(o), nullptr);
-      return;
-    }
-    if (r->backend >= config_->backends.size()) {
-      LoginOutcome o;
-      o.kind = LoginOutcome::Kind::kUnavailable;
-      o.detail = "routing: no such backend";
-      OnLoginDone(std::move(o), nullptr);
+    if (!r.ok() || r->backend >= config_->backends.size()) {
+      OnLoginDone(LoginOutcome::Failure(
+                      LoginOutcome::Kind::kUnavailable,
+                      absl::StrCat("routing: ", r.ok() ? "no such backend" : r.status().message())),
+                  nullptr);
       return;
     }
     const BackendConfig& b = config_->backends[r->backend];
@@ -305,7 +315,6 @@ void Session::OnLoginDone(LoginOutcome outcome, ConnectionPtr backend) {
 void Session::StartRelay() {
   state_ = State::kRelay;
   ReleaseFront();
-  sasl_.reset();
   backend_->set_handler(this);
   backend_->SetWatermarks(config_->limits.relay_high_watermark,
                           config_->limits.relay_low_watermark);

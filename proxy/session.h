@@ -25,7 +25,6 @@ class Session : public ConnectionHandler {
  public:
   static std::unique_ptr<Session> Create(Worker& worker, const ListenerConfig& listener,
                                          ConnectionPtr client);
-  ~Session() override;
 
   // Greets the client and starts reading.
   void Start();
@@ -71,6 +70,8 @@ class Session : public ConnectionHandler {
   // switches the client connection to TLS.
   void StartTls();
 
+  // PLAIN or LOGIN (any case), else kNone.
+  static SaslMech ParseSaslMech(absl::string_view name);
   // Starts a SASL exchange (IMAP AUTHENTICATE, POP3 AUTH). `ir` is the
   // initial response when `has_ir` ("=" stands for an empty one,
   // RFC 4959 section 3 / RFC 5034 section 4).
@@ -85,7 +86,9 @@ class Session : public ConnectionHandler {
   bool ended() const { return state_ == State::kEnded; }
 
   Buffer& input() { return client_->input(); }
-  const std::string& client_address() const { return client_address_; }
+  const std::string& client_address() const { return client_address_; }  // "ip:port", "[v6]:port"
+  absl::string_view client_ip() const;                                   // without brackets
+  absl::string_view client_port() const;                                 // "" when unknown
 
   Worker& worker_;
   const ListenerConfig& listener_;
@@ -111,10 +114,10 @@ class Session : public ConnectionHandler {
   // The worker checks every session once a second: one timer per worker
   // instead of one per session (memory), and no timer-heap update per read.
   uint64_t deadline_ms_ = 0;
-  SaslMech sasl_mech_ = SaslMech::kNone;
-  // Only while a SASL exchange waits for the client's response lines.
+  // Set exactly while a SASL exchange waits for the client's response lines.
   struct SaslState {
-    explicit SaslState(size_t max_line) : lines(max_line) {}
+    SaslState(SaslMech m, size_t max_line) : mech(m), lines(max_line) {}
+    SaslMech mech;
     LineSplitter lines;
     std::string user;  // LOGIN mechanism: the user name, waiting for the password
   };
