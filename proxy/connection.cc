@@ -53,7 +53,12 @@ void Connection::SetSocketOptions() {
 }
 
 void Connection::StartReading() {
-  if (reading_ || ended_ || closing_) return;
+  if (closing_) return;  // a closing connection reads only to discard (Close)
+  ReadStart();
+}
+
+void Connection::ReadStart() {
+  if (reading_ || ended_) return;
   if (uv_read_start(Stream(&tcp_), &Connection::OnAlloc, &Connection::OnRead) == 0) {
     reading_ = true;
   }
@@ -276,11 +281,7 @@ void Connection::Close(bool abort) {
     out_.MoveFrom(engine_->cipher_out());
   }
   // Keep reading (and discarding) until the peer's EOF or the linger timer.
-  if (!ended_ && !reading_) {
-    if (uv_read_start(Stream(&tcp_), &Connection::OnAlloc, &Connection::OnRead) == 0) {
-      reading_ = true;
-    }
-  }
+  ReadStart();
   Flush();
 }
 

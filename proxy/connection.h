@@ -113,6 +113,7 @@ class Connection {
   static void OnConnect(uv_connect_t* req, int status);
   static void OnClosed(uv_handle_t* h);
 
+  void ReadStart();
   void HandleRead(ssize_t nread);
   void Flush();
   void StartWrites();

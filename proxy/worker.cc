@@ -32,10 +32,7 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
 
 void Worker::Sweep() {
   uint64_t now = uv_now(&loop_);
-  std::vector<Session*> all;
-  all.reserve(sessions_.size());
-  for (auto& [s, owner] : sessions_) all.push_back(s);
-  for (Session* s : all) s->CheckTimeout(now);  // may Remove() it: hence the copy
+  for (Session* s : SessionList()) s->CheckTimeout(now);
   // Give back half of the cached slabs above a small floor each second.
   pool_.Trim(std::max<size_t>(8, pool_.free_count() / 2));
   bulk_pool_.Trim(bulk_pool_.free_count() / 2);
@@ -132,11 +129,16 @@ void Worker::BeginShutdown(std::chrono::milliseconds grace) {
     return;
   }
   grace_timer_.Start(grace, [this] {
-    std::vector<Session*> all;
-    all.reserve(sessions_.size());
-    for (auto& [s, owner] : sessions_) all.push_back(s);
-    for (Session* s : all) s->Shutdown();
+    for (Session* s : SessionList()) s->Shutdown();
   });
+}
+
+std::vector<Session*> Worker::SessionList() const {
+  // A copy: what the caller does to a session may Remove() it.
+  std::vector<Session*> all;
+  all.reserve(sessions_.size());
+  for (const auto& [s, owner] : sessions_) all.push_back(s);
+  return all;
 }
 
 void Worker::MaybeFinish() {

@@ -76,6 +76,7 @@ class Worker {
   void BeginShutdown(std::chrono::milliseconds grace);
   void MaybeFinish();
   void Sweep();
+  std::vector<Session*> SessionList() const;
 
   int id_;
   std::shared_ptr<const Config> config_;
