@@ -19,8 +19,8 @@ packages=(
   # test backend, real clients and tools used by the tests and the demo
   dovecot-core dovecot-imapd dovecot-pop3d curl fetchmail mpop python3
   openssl procps iproute2 ca-certificates
-  # side-by-side benchmarks
-  nginx-light libnginx-mod-mail
+  # side-by-side benchmarks (bench/compare starts its own nginx and haproxy)
+  nginx-light libnginx-mod-mail haproxy
 )
 
 missing=()
@@ -33,6 +33,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # bench/compare runs haproxy itself (foreground, its own config, loopback
+  # ports); the package's system service is not needed, so a haproxy we just
+  # installed is not left running. One installed before is left alone.
+  if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+    if [ -d /run/systemd/system ]; then
+      $SUDO systemctl disable --now haproxy.service >/dev/null 2>&1 || true
+    else
+      $SUDO invoke-rc.d haproxy stop >/dev/null 2>&1 || true
+    fi
+  fi
 fi
 
 bash "$here/deploy/fetch-boringssl.sh"
