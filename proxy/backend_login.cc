@@ -21,10 +21,10 @@ constexpr char kPostCapTag[] = "P4";
 
 }  // namespace
 
-BackendLogin::BackendLogin(uv_loop_t* loop, BufferPool& pool, const BackendConfig& backend,
+BackendLogin::BackendLogin(Poller& poller, BufferPool& pool, const BackendConfig& backend,
                            Protocol protocol, const TimeoutsConfig& timeouts, LoginRequest request,
                            Done done)
-    : loop_(loop),
+    : poller_(poller),
       pool_(pool),
       backend_(backend),
       protocol_(protocol),
@@ -36,8 +36,8 @@ BackendLogin::BackendLogin(uv_loop_t* loop, BufferPool& pool, const BackendConfi
 BackendLogin::~BackendLogin() = default;
 
 void BackendLogin::Start() {
-  timer_.Init(loop_);
-  conn_ = Connection::Create(loop_, pool_, this);
+  timer_.Init(poller_.loop());
+  conn_ = Connection::Create(poller_, pool_, this);
   const SocketAddress& addr = target();
   int r = conn_->Connect(reinterpret_cast<const sockaddr*>(&addr.storage));
   if (r != 0) {

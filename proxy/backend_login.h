@@ -46,7 +46,7 @@ class BackendLogin : public ConnectionHandler {
  public:
   using Done = std::function<void(LoginOutcome, ConnectionPtr)>;
 
-  BackendLogin(uv_loop_t* loop, BufferPool& pool, const BackendConfig& backend, Protocol protocol,
+  BackendLogin(Poller& poller, BufferPool& pool, const BackendConfig& backend, Protocol protocol,
                const TimeoutsConfig& timeouts, LoginRequest request, Done done);
   ~BackendLogin() override;
 
@@ -84,7 +84,7 @@ class BackendLogin : public ConnectionHandler {
     return protocol_ == Protocol::kImap ? backend_.imap : backend_.pop3;
   }
 
-  uv_loop_t* loop_;
+  Poller& poller_;
   BufferPool& pool_;
   const BackendConfig& backend_;
   Protocol protocol_;

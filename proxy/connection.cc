@@ -2,8 +2,11 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -12,44 +15,118 @@ namespace postern {
 namespace {
 
 constexpr size_t kMaxIov = 16;
-
-uv_stream_t* Stream(uv_tcp_t* t) { return reinterpret_cast<uv_stream_t*>(t); }
+// Reads per readiness event while each fills its buffer (then the other
+// sockets of the batch get their turn; level-triggered epoll calls again).
+constexpr int kMaxReadsPerEvent = 16;
 
 }  // namespace
 
-Connection::Ptr Connection::Create(uv_loop_t* loop, BufferPool& pool, ConnectionHandler* handler) {
+Connection::Ptr Connection::Create(Poller& poller, BufferPool& pool, ConnectionHandler* handler) {
   auto* c = new Connection(pool, handler);
-  uv_tcp_init(loop, &c->tcp_);
-  c->tcp_.data = c;
-  c->open_handles_ = 1;
+  c->poller_ = &poller;
   return Ptr(c);
 }
 
 Connection::Connection(BufferPool& pool, ConnectionHandler* handler)
     : pool_(&pool), handler_(handler), input_(pool), out_(pool) {}
 
-Connection::~Connection() = default;
-
-int Connection::Connect(const sockaddr* addr) {
-  auto* req = new uv_connect_t;
-  req->data = this;
-  int r = uv_tcp_connect(req, &tcp_, addr, &Connection::OnConnect);
-  if (r != 0) delete req;
-  return r;
+Connection::~Connection() {
+  if (fd_ >= 0) {
+    if (interest_ != 0) poller_->Remove(fd_, this);
+    close(fd_);
+  }
 }
 
-void Connection::OnConnect(uv_connect_t* req, int status) {
-  auto* c = static_cast<Connection*>(req->data);
-  delete req;
-  if (c->closing_ || c->handler_ == nullptr) return;
-  c->handler_->OnConnected(*c, status);
+void Connection::Adopt(int fd) { fd_ = fd; }
+
+int Connection::Connect(const sockaddr* addr) {
+  int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  int r;
+  do {
+    r = connect(fd, addr, len);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0 && errno != EINPROGRESS) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  // Also when it connected at once: the result is reported from the loop.
+  fd_ = fd;
+  connecting_ = true;
+  UpdateInterest();
+  return 0;
+}
+
+void Connection::FinishConnect() {
+  connecting_ = false;
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  if (err != 0) ended_ = true;  // nothing to read, flush or linger for
+  UpdateInterest();
+  if (closing_ || handler_ == nullptr) return;
+  handler_->OnConnected(*this, -err);
+  if (err == 0 && !out_.empty()) Flush();
 }
 
 void Connection::SetSocketOptions() {
+  if (fd_ < 0) return;
   // No Nagle anywhere: every response we write is complete and must leave
   // now, or a peer with delayed ACKs stalls ~40 ms (TESTBED.md).
-  uv_tcp_nodelay(&tcp_, 1);
-  uv_tcp_keepalive(&tcp_, 1, 300);
+  int one = 1;
+  int idle = 300;
+  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+}
+
+void Connection::UpdateInterest() {
+  if (fd_ < 0) return;
+  uint32_t want = (reading_ ? EPOLLIN : 0u) | (want_write_ || connecting_ ? EPOLLOUT : 0u);
+  if (want == interest_) return;
+  int r = 0;
+  if (want == 0) {
+    // Not watched at all: a paused socket that the peer hangs up would
+    // otherwise report EPOLLHUP on every turn. Watching again reports it.
+    poller_->Remove(fd_, this);
+  } else if (interest_ == 0) {
+    r = poller_->Add(fd_, want, this);
+  } else {
+    r = poller_->Modify(fd_, want, this);
+  }
+  if (r != 0) {
+    // Only when the kernel refuses epoll memory: end the connection from
+    // the loop, as a write error would be.
+    write_error_ = r;
+    ended_ = true;
+    reading_ = false;
+    want = 0;
+    if (interest_ != 0) poller_->Remove(fd_, this);
+    if (closing_state_ == nullptr && handler_ != nullptr) {
+      handler_->OnEnd(*this, absl::StrCat("epoll: ", std::strerror(-r)));
+    }
+  }
+  interest_ = want;
+}
+
+void Connection::OnReady(uint32_t events) {
+  if (fd_ < 0) return;
+  if (connecting_) {
+    FinishConnect();
+    return;
+  }
+  if (want_write_ && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
+    want_write_ = false;
+    if (write_error_ != 0) {
+      WriteFailed();
+      return;
+    }
+    Flush();
+    if (fd_ < 0) return;
+  }
+  if (reading_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) != 0) ReadSome();
 }
 
 void Connection::StartReading() {
@@ -59,39 +136,46 @@ void Connection::StartReading() {
 
 void Connection::ReadStart() {
   if (reading_ || ended_) return;
-  if (uv_read_start(Stream(&tcp_), &Connection::OnAlloc, &Connection::OnRead) == 0) {
-    reading_ = true;
-  }
+  reading_ = true;
+  UpdateInterest();
 }
 
 void Connection::StopReading() {
   if (!reading_) return;
-  uv_read_stop(Stream(&tcp_));
   reading_ = false;
+  UpdateInterest();
 }
 
-void Connection::OnAlloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
-  auto* c = static_cast<Connection*>(h->data);
-  absl::Span<char> span = c->ReadTarget().Reserve();
-  buf->base = span.data();
-  buf->len = span.size();
-}
-
-void Connection::OnRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
-  auto* c = static_cast<Connection*>(s->data);
-  if (buf != nullptr && buf->base != nullptr) {
-    c->ReadTarget().Commit(nread > 0 ? static_cast<size_t>(nread) : 0);
+void Connection::ReadSome() {
+  for (int i = 0; i < kMaxReadsPerEvent && reading_ && fd_ >= 0; ++i) {
+    Buffer& target = ReadTarget();
+    absl::Span<char> span = target.Reserve();
+    ssize_t n = read(fd_, span.data(), span.size());
+    if (n < 0 && errno == EINTR) {
+      target.Commit(0);
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      target.Commit(0);
+      return;
+    }
+    int err = n < 0 ? errno : 0;
+    target.Commit(n > 0 ? static_cast<size_t>(n) : 0);
+    HandleRead(n > 0 ? n : (n == 0 ? UV_EOF : -err));
+    if (n <= 0 || static_cast<size_t>(n) < span.size()) return;
   }
-  c->HandleRead(nread);
 }
 
 void Connection::HandleRead(ssize_t nread) {
-  if (nread == 0) return;  // EAGAIN
   if (closing_) {
     // Lingering: discard, and finish at the peer's EOF.
     input_.Clear();
     if (engine_) engine_->cipher_in().Clear();
-    if (nread < 0) FinishClose();
+    if (nread < 0) {
+      StopReading();  // the read side is done: level-triggered epoll would repeat it
+      ended_ = true;
+      FinishClose();
+    }
     return;
   }
   if (nread < 0) {
@@ -155,8 +239,8 @@ void Connection::Write(absl::string_view data) {
 }
 
 void Connection::Flush() {
-  if (in_flight_ == 0) StartWrites();
-  // Watermarks are judged on every change, also while a write is in flight
+  if (!want_write_) StartWrites();
+  // Watermarks are judged on every change, also while the kernel is full
   // (skipping them then once lost the OnDrained that resumes the peer).
   if (out_.size() > high_) {
     above_ = true;
@@ -164,59 +248,48 @@ void Connection::Flush() {
     above_ = false;
     if (handler_ != nullptr && !closing_) handler_->OnDrained(*this);
   }
-  if (closing_ && out_.empty() && in_flight_ == 0) FinishClose();
+  if (closing_ && out_.empty() && !want_write_) FinishClose();
 }
 
 void Connection::StartWrites() {
+  if (fd_ < 0 || connecting_ || write_error_ != 0) return;
   iovec iov[kMaxIov];
   while (!out_.empty()) {
     size_t n = out_.Peek(iov, kMaxIov);
     size_t total = 0;
     for (size_t i = 0; i < n; ++i) total += iov[i].iov_len;
-    // uv_buf_t has iovec's layout on Unix.
-    int r = uv_try_write(Stream(&tcp_), reinterpret_cast<uv_buf_t*>(iov), n);
-    if (r > 0) out_.Drain(static_cast<size_t>(r));
-    if (r < 0 || static_cast<size_t>(r) < total) break;
-  }
-  if (!out_.empty()) {
-    // The kernel is full (or an error is pending: uv_write reports it, later,
-    // through OnWrite, never from inside a caller's Write()).
-    size_t n = out_.Peek(iov, kMaxIov);
-    in_flight_ = 0;
-    for (size_t i = 0; i < n; ++i) in_flight_ += static_cast<uint32_t>(iov[i].iov_len);
-    auto* req = new uv_write_t;
-    req->data = this;
-    int r = uv_write(req, Stream(&tcp_), reinterpret_cast<uv_buf_t*>(iov), static_cast<unsigned>(n),
-                     &Connection::OnWrite);
-    if (r != 0) {
-      // The socket is gone; the read side reports it.
-      delete req;
-      in_flight_ = 0;
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = n;
+    ssize_t r = sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (r >= 0) {
+      out_.Drain(static_cast<size_t>(r));
+      if (static_cast<size_t>(r) < total) break;  // the kernel is full
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      // Reported from the loop (a broken socket is writable at once), never
+      // from inside a caller's Write().
+      write_error_ = -errno;
       out_.Clear();
+      want_write_ = true;
     }
+    break;
   }
+  if (!out_.empty()) want_write_ = true;
+  UpdateInterest();
 }
 
-void Connection::OnWrite(uv_write_t* req, int status) {
-  auto* c = static_cast<Connection*>(req->data);
-  delete req;
-  c->AfterWrite(status);
-}
-
-void Connection::AfterWrite(int status) {
-  size_t done = in_flight_;
-  in_flight_ = 0;
-  if (status < 0) {
-    out_.Clear();
-    if (closing_) {
-      FinishClose();
-    } else {
-      Fail(absl::StrCat("write error: ", uv_strerror(status)));
-    }
-    return;
+void Connection::WriteFailed() {
+  out_.Clear();
+  if (closing_) {
+    StopReading();
+    ended_ = true;
+    FinishClose();
+  } else {
+    Fail(absl::StrCat("write error: ", uv_strerror(write_error_)));
   }
-  out_.Drain(done);
-  Flush();
 }
 
 void Connection::StartServerTls(const TlsContext& ctx) {
@@ -248,8 +321,8 @@ std::string Connection::FormatAddress(const sockaddr* sa, bool with_port) {
 
 std::string Connection::PeerAddress() const {
   sockaddr_storage ss;
-  int len = sizeof(ss);
-  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
+  socklen_t len = sizeof(ss);
+  if (fd_ < 0 || getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "";
   return FormatAddress(reinterpret_cast<sockaddr*>(&ss), true);
 }
 
@@ -259,21 +332,25 @@ void Connection::Close(bool abort) {
   handler_ = nullptr;
   input_.Clear();
   closing_state_ = std::make_unique<Closing>();
-  uv_timer_init(tcp_.loop, &closing_state_->linger);
+  uv_timer_init(poller_->loop(), &closing_state_->linger);
   closing_state_->linger.data = this;
-  ++open_handles_;
   uv_timer_start(
       &closing_state_->linger,
       [](uv_timer_t* t) {
         auto* c = static_cast<Connection*>(t->data);
         c->out_.Clear();
+        c->want_write_ = false;
+        c->reading_ = false;
+        c->ended_ = true;
         c->FinishClose();
       },
       linger_ms_, 0);
-  if (abort || (ended_ && out_.empty())) {
-    StopReading();
+  if (abort || fd_ < 0 || connecting_ || (ended_ && out_.empty())) {
     out_.Clear();
-    if (in_flight_ == 0) FinishClose();
+    want_write_ = false;
+    reading_ = false;
+    ended_ = true;
+    FinishClose();
     return;
   }
   if (engine_ && engine_->handshake_done()) {
@@ -289,35 +366,29 @@ void Connection::FinishClose() {
   // Everything we meant to say has been handed to the kernel (or given up):
   // half-close so the peer sees EOF after our last byte, then wait for its
   // EOF (HandleRead) or the linger timer.
-  if (in_flight_ > 0) return;  // OnWrite comes back here
+  if (want_write_) return;  // OnReady comes back here
   if (!shutdown_sent_ && !ended_ && out_.empty() && reading_) {
     shutdown_sent_ = true;
-    closing_state_->shutdown.data = this;
-    if (uv_shutdown(&closing_state_->shutdown, Stream(&tcp_), &Connection::OnShutdown) == 0) {
-      return;
-    }
+    if (shutdown(fd_, SHUT_WR) == 0) return;
   }
-  if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp_))) return;
+  uv_handle_t* timer = reinterpret_cast<uv_handle_t*>(&closing_state_->linger);
+  if (uv_is_closing(timer)) return;
   engine_.reset();
   input_.Clear();
   out_.Clear();
-  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), &Connection::OnClosed);
-  uv_close(reinterpret_cast<uv_handle_t*>(&closing_state_->linger), &Connection::OnClosed);
-}
-
-void Connection::OnShutdown(uv_shutdown_t* req, int status) {
-  auto* c = static_cast<Connection*>(req->data);
-  // Wait for the peer's EOF unless the shutdown failed.
-  if (status < 0) {
-    c->reading_ = false;
-    c->ended_ = true;
-    c->FinishClose();
+  reading_ = false;
+  want_write_ = false;
+  connecting_ = false;
+  if (fd_ >= 0) {
+    if (interest_ != 0) poller_->Remove(fd_, this);
+    interest_ = 0;
+    close(fd_);
+    fd_ = -1;
   }
+  // Freed in the close callback: never inside a caller or a poller batch.
+  uv_close(timer, &Connection::OnClosed);
 }
 
-void Connection::OnClosed(uv_handle_t* h) {
-  auto* c = static_cast<Connection*>(h->data);
-  if (--c->open_handles_ == 0) delete c;
-}
+void Connection::OnClosed(uv_handle_t* h) { delete static_cast<Connection*>(h->data); }
 
 }  // namespace postern

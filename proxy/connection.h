@@ -3,10 +3,12 @@
 // One TCP connection on a worker loop, optionally with TLS on top (from the
 // start for 993/995, or pushed later by STARTTLS/STLS).
 //
-// Reads land in pool buffers (ciphertext into the TLS engine, plaintext into
-// input()); writes try uv_try_write first and queue the rest, with one
-// uv_write in flight at a time. Every byte buffer goes back to the pool as
-// soon as it is drained, so an idle connection holds none.
+// The socket is a plain non-blocking fd watched through the worker's Poller
+// (poller.h says why not a uv_tcp_t). Reads land in pool buffers (ciphertext
+// into the TLS engine, plaintext into input()); writes go straight to the
+// kernel with sendmsg and only what it does not take is queued, with write
+// readiness watched until it is gone. Every byte buffer goes back to the pool
+// as soon as it is drained, so an idle connection holds none.
 //
 // Lifetime: a Connection is created with Create() and owned through
 // ConnectionPtr. Releasing the pointer calls Close(): the connection then
@@ -14,6 +16,7 @@
 // drains the peer for a short linger, and frees itself in the close callback.
 // The handler is never called again after Close().
 
+#include <sys/socket.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -23,6 +26,7 @@
 
 #include "absl/strings/string_view.h"
 #include "protocol/buffer.h"
+#include "proxy/poller.h"
 #include "tls/tls_context.h"
 #include "tls/tls_engine.h"
 
@@ -45,21 +49,24 @@ class ConnectionHandler {
   virtual void OnConnected(Connection& /*c*/, int /*status*/) {}
 };
 
-class Connection {
+class Connection final : private Poller::Watcher {
  public:
   struct Deleter {
     void operator()(Connection* c) const { c->Close(); }
   };
   using Ptr = std::unique_ptr<Connection, Deleter>;
 
-  // Wraps a fresh uv_tcp_t of `loop` (accept into tcp() next, or Connect()).
-  static Ptr Create(uv_loop_t* loop, BufferPool& pool, ConnectionHandler* handler);
+  // A connection without a socket yet: Adopt() an accepted one or Connect().
+  static Ptr Create(Poller& poller, BufferPool& pool, ConnectionHandler* handler);
 
-  uv_tcp_t* tcp() { return &tcp_; }
-  uv_loop_t* loop() const { return tcp_.loop; }
+  uv_loop_t* loop() const { return poller_->loop(); }
+  int fd() const { return fd_; }  // -1 before Adopt/Connect and once closed
   void set_handler(ConnectionHandler* h) { handler_ = h; }
 
-  // Starts a TCP connect; the handler's OnConnected reports the result.
+  // Takes an accepted, non-blocking socket.
+  void Adopt(int fd);
+  // Starts a TCP connect: 0 and the handler's OnConnected reports the
+  // result later, or a negative errno now.
   int Connect(const sockaddr* addr);
   // TCP_NODELAY (we never wait for more bytes), keepalive.
   void SetSocketOptions();
@@ -106,32 +113,33 @@ class Connection {
   Connection(BufferPool& pool, ConnectionHandler* handler);
   ~Connection();
 
-  static void OnAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
-  static void OnRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
-  static void OnWrite(uv_write_t* req, int status);
-  static void OnShutdown(uv_shutdown_t* req, int status);
-  static void OnConnect(uv_connect_t* req, int status);
   static void OnClosed(uv_handle_t* h);
 
+  // Poller::Watcher
+  void OnReady(uint32_t events) override;
+
   void ReadStart();
+  void ReadSome();
+  // nread: bytes read, UV_EOF, or a negative errno.
   void HandleRead(ssize_t nread);
+  void FinishConnect();
   void Flush();
   void StartWrites();
-  void AfterWrite(int status);
+  void WriteFailed();
+  // Tells the poller what we wait for now (nothing: the fd is not watched).
+  void UpdateInterest();
   void FinishClose();
   void Fail(absl::string_view reason);
   Buffer& ReadTarget() { return engine_ ? engine_->cipher_in() : input_; }
 
-  // Only the socket lives in every connection; requests and the linger
-  // timer are allocated when needed (an idle connection is kept small).
+  // Only a closing connection needs a timer (its linger); it also frees the
+  // connection from its close callback, after the poller's dispatch.
   struct Closing {
-    uv_shutdown_t shutdown;
     uv_timer_t linger;
   };
 
-  uv_tcp_t tcp_;
+  Poller* poller_;
   std::unique_ptr<Closing> closing_state_;
-
   BufferPool* pool_;
   ConnectionHandler* handler_;
   // A closing connection flushes and drains what the peer still sends for at
@@ -141,11 +149,14 @@ class Connection {
   Buffer input_;
   Buffer out_;  // bytes for the socket (ciphertext when TLS)
   // Sized to keep an idle connection in a small allocation class.
-  uint32_t in_flight_ = 0;  // bytes of out_'s head handed to uv_write (<= 16 slabs)
+  int fd_ = -1;
+  int write_error_ = 0;  // negative errno of a failed send, reported from the loop
   uint32_t high_ = UINT32_MAX;
   uint32_t low_ = 0;
   uint32_t linger_ms_ = 5000;
-  uint8_t open_handles_ = 0;
+  uint32_t interest_ = 0;    // EPOLLIN / EPOLLOUT registered with the poller
+  bool want_write_ = false;  // the kernel was full: waiting for EPOLLOUT
+  bool connecting_ = false;
   bool above_ = false;
   bool reading_ = false;
   bool closing_ = false;

@@ -267,7 +267,7 @@ void Session::BeginLogin(std::string user, std::string password, std::string aut
     backend_name_ = &b.name;
     LoginRequest lr{user, password, authzid, LoginIdArgs()};
     login_ = std::make_unique<BackendLogin>(
-        worker_.loop(), worker_.pool(), b, listener_.protocol, config_->timeouts, std::move(lr),
+        worker_.poller(), worker_.pool(), b, listener_.protocol, config_->timeouts, std::move(lr),
         [this](LoginOutcome o, ConnectionPtr c) { OnLoginDone(std::move(o), std::move(c)); });
     login_->Start();
   });

@@ -1,6 +1,11 @@
 #include "proxy/worker.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <utility>
@@ -16,6 +21,8 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
                std::function<void()> on_exit)
     : id_(id), config_(std::move(config)), tls_(std::move(tls)), on_exit_(std::move(on_exit)) {
   uv_loop_init(&loop_);
+  poller_ = std::make_unique<Poller>(&loop_);
+  reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   router_ =
       std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend,
                                      [this](std::function<void()> fn) { Defer(std::move(fn)); });
@@ -27,6 +34,7 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   async_.get()->data = this;
   grace_timer_.Init(&loop_);
   sweep_timer_.Init(&loop_);
+  accept_pause_timer_.Init(&loop_);
   sweep_timer_.Start(std::chrono::seconds(1), [this] { Sweep(); });
 }
 
@@ -50,37 +58,49 @@ Worker::~Worker() {
   async_.Reset();
   grace_timer_ = Timer();
   sweep_timer_ = Timer();
+  accept_pause_timer_ = Timer();
+  uv_run(&loop_, UV_RUN_DEFAULT);  // lingering connections still use the poller
+  poller_.reset();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
+  if (reserve_fd_ >= 0) close(reserve_fd_);
+}
+
+Worker::Listener::~Listener() {
+  if (fd < 0) return;
+  if (!worker->accept_paused_) worker->poller().Remove(fd, this);
+  close(fd);
 }
 
 absl::Status Worker::Listen(const ListenerConfig& lc, const SocketAddress& address,
                             SocketAddress* bound) {
-  auto l = std::make_unique<Listener>();
-  l->worker = this;
-  l->config = &lc;
-  uv_tcp_t* t = l->tcp.Allocate();
-  int r = uv_tcp_init_ex(&loop_, t, address.storage.ss_family);
-  if (r != 0) return absl::InternalError(absl::StrCat("socket: ", uv_strerror(r)));
-  t->data = l.get();
-  uv_os_fd_t fd;
-  uv_fileno(reinterpret_cast<uv_handle_t*>(t), &fd);
-  int one = 1;
-  // One listening socket per worker on the same address (SO_REUSEPORT).
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-    return absl::InternalError("setsockopt(SO_REUSEPORT) failed");
-  }
-  r = uv_tcp_bind(t, reinterpret_cast<const sockaddr*>(&address.storage), 0);
-  if (r == 0) r = uv_listen(reinterpret_cast<uv_stream_t*>(t), lc.backlog, &Worker::OnConnection);
-  if (r != 0) {
+  auto l = std::make_unique<Listener>(this, &lc);
+  auto fail = [&](const char* what) {
     return absl::UnavailableError(absl::StrCat("listeners: ", lc.name, ": cannot listen on ",
-                                               address.text, ": ", uv_strerror(r)));
+                                               address.text, ": ", what, ": ",
+                                               std::strerror(errno)));
+  };
+  l->fd = socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (l->fd < 0) return fail("socket");
+  int one = 1;
+  setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // One listening socket per worker on the same address (SO_REUSEPORT).
+  if (setsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    return fail("SO_REUSEPORT");
   }
+  if (bind(l->fd, reinterpret_cast<const sockaddr*>(&address.storage), address.length) != 0) {
+    return fail("bind");
+  }
+  if (listen(l->fd, lc.backlog) != 0) return fail("listen");
   sockaddr_storage ss;
-  int len = sizeof(ss);
-  uv_tcp_getsockname(t, reinterpret_cast<sockaddr*>(&ss), &len);
+  socklen_t len = sizeof(ss);
+  getsockname(l->fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  if (int r = poller_->Add(l->fd, EPOLLIN, l.get()); r != 0) {
+    errno = -r;
+    return fail("epoll");
+  }
   bound->storage = ss;
-  bound->length = static_cast<socklen_t>(len);
+  bound->length = len;
   bound->text = Connection::FormatAddress(reinterpret_cast<sockaddr*>(&ss), true);
   listeners_.push_back(std::move(l));
   return absl::OkStatus();
@@ -155,23 +175,58 @@ void Worker::MaybeFinish() {
   });
 }
 
-void Worker::OnConnection(uv_stream_t* server, int status) {
-  auto* l = static_cast<Listener*>(server->data);
-  if (l == nullptr || status < 0) return;
-  l->worker->Accept(*l);
+void Worker::Accept(Listener& l) {
+  // A bounded batch: the other sockets of this poller turn get theirs.
+  for (int i = 0; i < 64 && !shutting_down_; ++i) {
+    int fd = accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if ((errno == EMFILE || errno == ENFILE) && ShedOne(l)) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        // Out of fds with no reserve (another worker took the slot), or the
+        // kernel is short of memory: the listener stays readable, so stop
+        // watching it for a moment instead of spinning.
+        spdlog::warn("listener {}: accept: {}", l.config->name, std::strerror(errno));
+        PauseAccepting();
+      }
+      return;
+    }
+    ConnectionPtr conn = Connection::Create(*poller_, pool_, nullptr);
+    conn->Adopt(fd);
+    conn->SetSocketOptions();
+    std::unique_ptr<Session> s = Session::Create(*this, *l.config, std::move(conn));
+    Session* raw = s.get();
+    sessions_.emplace(raw, std::move(s));
+    raw->Start();
+  }
 }
 
-void Worker::Accept(Listener& l) {
-  ConnectionPtr conn = Connection::Create(&loop_, pool_, nullptr);
-  if (uv_accept(reinterpret_cast<uv_stream_t*>(l.tcp.get()),
-                reinterpret_cast<uv_stream_t*>(conn->tcp())) != 0) {
-    return;  // conn closes itself
+void Worker::PauseAccepting() {
+  if (accept_paused_) return;
+  accept_paused_ = true;
+  for (auto& l : listeners_) poller_->Remove(l->fd, l.get());
+  accept_pause_timer_.Start(std::chrono::milliseconds(100), [this] {
+    accept_paused_ = false;
+    for (auto& l : listeners_) poller_->Add(l->fd, EPOLLIN, l.get());
+  });
+}
+
+bool Worker::ShedOne(Listener& l) {
+  ++shed_;
+  uint64_t now = uv_now(&loop_);
+  if (now - last_shed_log_ms_ >= 1000 || last_shed_log_ms_ == 0) {  // at most one line a second
+    spdlog::warn("listener {}: out of file descriptors, dropped {} connection(s)", l.config->name,
+                 shed_);
+    shed_ = 0;
+    last_shed_log_ms_ = now;
   }
-  conn->SetSocketOptions();
-  std::unique_ptr<Session> s = Session::Create(*this, *l.config, std::move(conn));
-  Session* raw = s.get();
-  sessions_.emplace(raw, std::move(s));
-  raw->Start();
+  if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (reserve_fd_ < 0) return false;
+  close(reserve_fd_);
+  int fd = accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd >= 0) close(fd);
+  reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0;
 }
 
 void Worker::Defer(std::function<void()> fn) {

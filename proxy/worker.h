@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "protocol/buffer.h"
 #include "proxy/config.h"
+#include "proxy/poller.h"
 #include "proxy/uv_handle.h"
 #include "routing/router.h"
 #include "tls/tls_context.h"
@@ -48,6 +49,7 @@ class Worker {
   // --- loop thread only ---
   int id() const { return id_; }
   uv_loop_t* loop() { return &loop_; }
+  Poller& poller() { return *poller_; }
   BufferPool& pool() { return pool_; }
   // Large slabs for relay reads: fewer, larger reads, records and writes.
   BufferPool& bulk_pool() { return bulk_pool_; }
@@ -63,14 +65,23 @@ class Worker {
   size_t session_count() const { return sessions_.size(); }
 
  private:
-  struct Listener {
+  // A listening socket in the worker's poller: readable means connections
+  // wait to be accepted.
+  struct Listener final : Poller::Watcher {
+    Listener(Worker* w, const ListenerConfig* c) : worker(w), config(c) {}
+    ~Listener();
+    void OnReady(uint32_t) override { worker->Accept(*this); }
     Worker* worker;
     const ListenerConfig* config;
-    UvHandle<uv_tcp_t> tcp;
+    int fd = -1;
   };
 
-  static void OnConnection(uv_stream_t* server, int status);
   void Accept(Listener& l);
+  // Out of file descriptors: accepts and drops one waiting connection with
+  // the fd kept in reserve, so the level-triggered listener does not spin.
+  // False when that was impossible too.
+  bool ShedOne(Listener& l);
+  void PauseAccepting();
   void Run();
   void OnAsync();
   void BeginShutdown(std::chrono::milliseconds grace);
@@ -83,6 +94,10 @@ class Worker {
   std::shared_ptr<const TlsContext> tls_;
   std::function<void()> on_exit_;
   uv_loop_t loop_;
+  std::unique_ptr<Poller> poller_;
+  int reserve_fd_ = -1;
+  uint64_t shed_ = 0;  // connections dropped since the last warning
+  uint64_t last_shed_log_ms_ = 0;
   BufferPool pool_;
   BufferPool bulk_pool_{64 * 1024, 4};
   std::unique_ptr<Router> router_;
@@ -94,6 +109,8 @@ class Worker {
   UvHandle<uv_async_t> async_;
   Timer grace_timer_;
   Timer sweep_timer_;  // session timeouts, once a second
+  Timer accept_pause_timer_;
+  bool accept_paused_ = false;
   std::thread thread_;
   bool shutting_down_ = false;
   bool finished_ = false;

@@ -290,3 +290,63 @@ class SessionLogTest(harness.BedTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+@proxy_only
+class FdExhaustionTest(harness.BedTestCase):
+    """Out of file descriptors: waiting connections are dropped, the loop does
+    not spin on the still-readable listener, and service resumes when fds are
+    free again."""
+
+    def test_accept_with_no_fds_left(self):
+        import resource
+
+        pid = self.bed.postern.pid
+        # Room for a handful of sessions above what is open now.
+        limit = open_fds(pid) + 6
+        hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]
+        old = resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
+        try:
+            held = []
+            for _ in range(20):
+                s = socket.create_connection(self.bed.addr("imap"), timeout=5)
+                held.append(s)
+            time.sleep(0.5)
+            greeted = dropped = 0
+            for s in held:
+                s.settimeout(2)
+                try:
+                    data = s.recv(200)
+                except (ConnectionResetError, socket.timeout):
+                    data = b""
+                if data.startswith(b"* OK"):
+                    greeted += 1
+                else:
+                    dropped += 1
+            self.assertGreater(greeted, 0)
+            self.assertGreater(dropped, 0, "the fd limit was never reached")
+            # Nothing left waiting: no busy loop on the listener either way.
+            for _ in range(5):
+                held.append(socket.create_connection(self.bed.addr("imap"), timeout=5))
+            before = proc_cpu_seconds(pid)
+            time.sleep(1.5)
+            spent = proc_cpu_seconds(pid) - before
+            self.assertLess(spent, 0.3, "postern burned %.2f s of CPU in 1.5 s" % spent)
+            self.assertIn("out of file descriptors", self.bed.postern.log())
+            for s in held:
+                s.close()
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+        time.sleep(0.5)
+        self.assert_serving()

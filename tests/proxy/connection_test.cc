@@ -1,9 +1,12 @@
-// Connection over real loopback sockets on one libuv loop: bulk transfer,
-// watermarks, lingering close, and every buffer back in the pool.
+// Connection over real loopback sockets on one libuv loop and its Poller:
+// bulk transfer, watermarks, lingering close, hang-ups while paused, and every
+// buffer back in the pool.
 
 #include "proxy/connection.h"
 
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <string>
@@ -44,26 +47,34 @@ class Recorder : public ConnectionHandler {
 
 class ConnectionTest : public ::testing::Test {
  protected:
+  // The listening socket, watched through the same poller.
+  struct Acceptor final : Poller::Watcher {
+    void OnReady(uint32_t) override {
+      int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      ASSERT_GE(fd, 0);
+      self->accepted_ = Connection::Create(*self->poller_, self->pool_, &self->server_side_);
+      self->accepted_->Adopt(fd);
+      self->accepted_->SetSocketOptions();
+      self->accepted_->StartReading();
+    }
+    ConnectionTest* self = nullptr;
+    int listen_fd = -1;
+  };
+
   void SetUp() override {
     uv_loop_init(&loop_);
-    uv_tcp_init(&loop_, server_.Allocate());
-    server_.get()->data = this;
+    poller_ = std::make_unique<Poller>(&loop_);
+    acceptor_.self = this;
+    acceptor_.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ASSERT_GE(acceptor_.listen_fd, 0);
     sockaddr_in addr;
     uv_ip4_addr("127.0.0.1", 0, &addr);
-    ASSERT_EQ(0, uv_tcp_bind(server_.get(), reinterpret_cast<sockaddr*>(&addr), 0));
-    ASSERT_EQ(
-        0,
-        uv_listen(reinterpret_cast<uv_stream_t*>(server_.get()), 8, [](uv_stream_t* s, int status) {
-          auto* self = static_cast<ConnectionTest*>(s->data);
-          ASSERT_EQ(0, status);
-          self->accepted_ = Connection::Create(&self->loop_, self->pool_, &self->server_side_);
-          ASSERT_EQ(0, uv_accept(s, reinterpret_cast<uv_stream_t*>(self->accepted_->tcp())));
-          self->accepted_->SetSocketOptions();
-          self->accepted_->StartReading();
-        }));
-    int len = sizeof(bound_);
-    uv_tcp_getsockname(server_.get(), reinterpret_cast<sockaddr*>(&bound_), &len);
-    client_ = Connection::Create(&loop_, pool_, &client_side_);
+    ASSERT_EQ(0, bind(acceptor_.listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+    ASSERT_EQ(0, listen(acceptor_.listen_fd, 8));
+    socklen_t len = sizeof(bound_);
+    getsockname(acceptor_.listen_fd, reinterpret_cast<sockaddr*>(&bound_), &len);
+    ASSERT_EQ(0, poller_->Add(acceptor_.listen_fd, EPOLLIN, &acceptor_));
+    client_ = Connection::Create(*poller_, pool_, &client_side_);
     ASSERT_EQ(0, client_->Connect(reinterpret_cast<sockaddr*>(&bound_)));
     RunUntil([&] { return client_side_.connected && accepted_ != nullptr; });
     ASSERT_EQ(0, client_side_.connect_status);
@@ -74,8 +85,12 @@ class ConnectionTest : public ::testing::Test {
   void TearDown() override {
     client_.reset();
     accepted_.reset();
-    server_.Reset();
+    poller_->Remove(acceptor_.listen_fd, &acceptor_);
+    close(acceptor_.listen_fd);
     // Lingering closes finish when both ends are closed.
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    EXPECT_EQ(0u, poller_->watched());
+    poller_.reset();
     uv_run(&loop_, UV_RUN_DEFAULT);
     EXPECT_EQ(0, uv_loop_close(&loop_));
     EXPECT_EQ(0u, pool_.in_use());
@@ -88,8 +103,9 @@ class ConnectionTest : public ::testing::Test {
   }
 
   uv_loop_t loop_;
+  std::unique_ptr<Poller> poller_;
+  Acceptor acceptor_;
   BufferPool pool_{4096};
-  UvHandle<uv_tcp_t> server_;
   sockaddr_in bound_;
   Recorder client_side_, server_side_;
   ConnectionPtr client_, accepted_;
@@ -150,20 +166,50 @@ TEST_F(ConnectionTest, CloseWithUnreadInputStillDeliversLastLine) {
 TEST_F(ConnectionTest, ConnectRefusedIsReported) {
   Recorder r;
   // A port nobody listens on: bind and close a socket to find one.
-  uv_tcp_t probe;
-  uv_tcp_init(&loop_, &probe);
+  int probe = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr;
   uv_ip4_addr("127.0.0.1", 0, &addr);
-  uv_tcp_bind(&probe, reinterpret_cast<sockaddr*>(&addr), 0);
+  ASSERT_EQ(0, bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
   sockaddr_in dead;
-  int len = sizeof(dead);
-  uv_tcp_getsockname(&probe, reinterpret_cast<sockaddr*>(&dead), &len);
-  uv_close(reinterpret_cast<uv_handle_t*>(&probe), nullptr);
-  uv_run(&loop_, UV_RUN_NOWAIT);
-  ConnectionPtr c = Connection::Create(&loop_, pool_, &r);
+  socklen_t len = sizeof(dead);
+  getsockname(probe, reinterpret_cast<sockaddr*>(&dead), &len);
+  close(probe);
+  ConnectionPtr c = Connection::Create(*poller_, pool_, &r);
   ASSERT_EQ(0, c->Connect(reinterpret_cast<sockaddr*>(&dead)));
   RunUntil([&] { return r.connected; });
-  EXPECT_NE(0, r.connect_status);
+  EXPECT_EQ(UV_ECONNREFUSED, r.connect_status);
+}
+
+TEST_F(ConnectionTest, PeerHangsUpWhilePausedIsSeenOnResume) {
+  // A paused socket is not watched at all (a hang-up would otherwise wake
+  // the loop on every turn); reading again must still see the peer's end.
+  client_->StopReading();
+  accepted_->Write("last\r\n");
+  accepted_.reset();
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_FALSE(client_side_.ended);
+  client_->StartReading();
+  RunUntil([&] { return client_side_.ended; });
+  EXPECT_EQ("last\r\n", client_side_.received);
+}
+
+TEST_F(ConnectionTest, WriteToResetPeerFailsFromTheLoop) {
+  // The peer resets (SO_LINGER 0 then close); our writes then fail, and the
+  // failure is reported through OnEnd on a later turn, never from inside
+  // Write().
+  linger lg{1, 0};
+  ASSERT_EQ(0, setsockopt(accepted_->fd(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)));
+  accepted_->Close(/*abort=*/true);
+  accepted_.reset();
+  client_->StopReading();  // only the write side can notice
+  for (int i = 0; i < 200 && !client_side_.ended; ++i) {
+    client_->Write(std::string(64 * 1024, 'a'));
+    EXPECT_FALSE(client_side_.ended);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+  RunUntil([&] { return client_side_.ended; });
+  EXPECT_EQ(0u, client_side_.reason.find("write error: ")) << client_side_.reason;
+  EXPECT_EQ(0u, client_->pending());
 }
 
 }  // namespace
