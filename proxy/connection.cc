@@ -21,6 +21,8 @@ constexpr int kMaxReadsPerEvent = 16;
 
 }  // namespace
 
+void ConnectionHandler::OnReadable(Connection& c) { c.ReadBuffered(); }
+
 Connection::Ptr Connection::Create(Poller& poller, BufferPool& pool, ConnectionHandler* handler) {
   auto* c = new Connection(pool, handler);
   c->poller_ = &poller;
@@ -84,7 +86,8 @@ void Connection::SetSocketOptions() {
 
 void Connection::UpdateInterest() {
   if (fd_ < 0) return;
-  uint32_t want = (reading_ ? EPOLLIN : 0u) | (want_write_ || connecting_ ? EPOLLOUT : 0u);
+  uint32_t want =
+      (reading_ ? EPOLLIN : 0u) | (want_write_ || connecting_ || raw_write_wait_ ? EPOLLOUT : 0u);
   if (want == interest_) return;
   int r = 0;
   if (want == 0) {
@@ -126,7 +129,25 @@ void Connection::OnReady(uint32_t events) {
     Flush();
     if (fd_ < 0) return;
   }
-  if (reading_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) != 0) ReadSome();
+  if (raw_write_wait_ && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
+    raw_write_wait_ = false;
+    UpdateInterest();
+    if (handler_ != nullptr) handler_->OnWritable(*this);
+    if (fd_ < 0) return;
+  }
+  if (reading_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) != 0) {
+    if (raw_ && handler_ != nullptr) {
+      handler_->OnReadable(*this);
+    } else {
+      ReadSome();
+    }
+  }
+}
+
+void Connection::WaitWritable() {
+  if (closing_ || fd_ < 0) return;
+  raw_write_wait_ = true;
+  UpdateInterest();
 }
 
 void Connection::StartReading() {
@@ -330,6 +351,8 @@ void Connection::Close(bool abort) {
   if (closing_) return;
   closing_ = true;
   handler_ = nullptr;
+  raw_ = false;
+  raw_write_wait_ = false;
   input_.Clear();
   closing_state_ = std::make_unique<Closing>();
   uv_timer_init(poller_->loop(), &closing_state_->linger);

@@ -47,6 +47,11 @@ class ConnectionHandler {
   virtual void OnEnd(Connection& c, absl::string_view reason) = 0;
   // A TCP connect started with Connect() finished (status 0) or failed.
   virtual void OnConnected(Connection& /*c*/, int /*status*/) {}
+  // Raw mode only (set_raw): the socket is readable and the handler reads
+  // it itself (splice), or calls ReadBuffered() for the normal path.
+  virtual void OnReadable(Connection& c);
+  // Raw mode only: the socket became writable after WaitWritable().
+  virtual void OnWritable(Connection& /*c*/) {}
 };
 
 class Connection final : private Poller::Watcher {
@@ -77,6 +82,23 @@ class Connection final : private Poller::Watcher {
 
   // Plaintext received and not yet consumed.
   Buffer& input() { return input_; }
+
+  // Raw mode (plaintext only): readiness goes to the handler's OnReadable /
+  // OnWritable, which move bytes on fd() themselves (the relay's splice).
+  // Close() leaves raw mode.
+  void set_raw(bool raw) { raw_ = raw; }
+  // Reads into input() as outside raw mode (then OnData), for one event.
+  void ReadBuffered() { ReadSome(); }
+  // Raw mode: OnWritable once the socket can take bytes.
+  void WaitWritable();
+  // Bytes the handler moved itself (for bytes_in()/bytes_out()).
+  void CountRaw(uint64_t in, uint64_t out) {
+    bytes_in_ += in;
+    bytes_out_ += out;
+  }
+  // Ends the connection as a read error would: reading stops, the handler's
+  // OnEnd gets `reason`.
+  void Fail(absl::string_view reason);
 
   // Queues plaintext (moved out of `data`), encrypting it when TLS is on.
   void Write(Buffer& data);
@@ -129,7 +151,6 @@ class Connection final : private Poller::Watcher {
   // Tells the poller what we wait for now (nothing: the fd is not watched).
   void UpdateInterest();
   void FinishClose();
-  void Fail(absl::string_view reason);
   Buffer& ReadTarget() { return engine_ ? engine_->cipher_in() : input_; }
 
   // Only a closing connection needs a timer (its linger); it also frees the
@@ -154,14 +175,17 @@ class Connection final : private Poller::Watcher {
   uint32_t high_ = UINT32_MAX;
   uint32_t low_ = 0;
   uint32_t linger_ms_ = 5000;
-  uint32_t interest_ = 0;    // EPOLLIN / EPOLLOUT registered with the poller
-  bool want_write_ = false;  // the kernel was full: waiting for EPOLLOUT
-  bool connecting_ = false;
-  bool above_ = false;
-  bool reading_ = false;
-  bool closing_ = false;
-  bool ended_ = false;  // peer EOF/error seen
-  bool shutdown_sent_ = false;
+  uint32_t interest_ = 0;  // EPOLLIN / EPOLLOUT registered with the poller
+  // Bit fields: an idle connection fits a 160-byte allocation.
+  bool want_write_ : 1 = false;      // the kernel was full: waiting for EPOLLOUT
+  bool raw_write_wait_ : 1 = false;  // raw mode: OnWritable when writable
+  bool raw_ : 1 = false;
+  bool connecting_ : 1 = false;
+  bool above_ : 1 = false;
+  bool reading_ : 1 = false;
+  bool closing_ : 1 = false;
+  bool ended_ : 1 = false;  // peer EOF/error seen
+  bool shutdown_sent_ : 1 = false;
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
 };

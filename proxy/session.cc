@@ -1,5 +1,11 @@
 #include "proxy/session.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -325,8 +331,114 @@ void Session::StartRelay() {
   // the client pipelined after its login goes first, then plain relaying.
   if (!client_->input().empty()) backend_->Write(client_->input());
   if (!backend_->input().empty()) client_->Write(backend_->input());
+  if (!client_->tls() && !backend_->tls()) {
+    // Both sides plaintext: bytes go socket -> pipe -> socket in the kernel,
+    // never through our buffers (ARCHITECTURE.md; issue 3's splice lever).
+    splice_ = std::make_unique<Splice>();
+    client_->set_raw(true);
+    backend_->set_raw(true);
+  }
   client_->StartReading();
   backend_->StartReading();
+}
+
+// Chunks per readable event while the sender has more and the receiver takes
+// it all (then the other sockets get their turn; level-triggered epoll comes
+// back).
+constexpr int kMaxSplicesPerEvent = 16;
+
+void Session::OnReadable(Connection& c) {
+  if (state_ != State::kRelay || splice_ == nullptr) {
+    c.ReadBuffered();
+    return;
+  }
+  bool up = &c == client_.get();
+  Connection& to = up ? *backend_ : *client_;
+  SpliceDir& d = up ? splice_->up : splice_->down;
+  if (d.pending > 0) {
+    c.StopReading();  // the receiver is full; its OnWritable resumes us
+    return;
+  }
+  // Bytes already queued for the receiver go first: until they are gone (or
+  // without a pipe to lend), this event takes the buffered path.
+  if (to.pending() > 0 || !worker_.pipes().Get(&d.pipe)) {
+    c.ReadBuffered();
+    return;
+  }
+  ArmTimer();
+  for (int i = 0; i < kMaxSplicesPerEvent; ++i) {
+    if (!d.pipe.valid() && !worker_.pipes().Get(&d.pipe)) return;  // level-triggered: again
+    ssize_t n;
+    do {
+      n = splice(c.fd(), nullptr, d.pipe.w, nullptr, d.pipe.capacity,
+                 SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      int err = errno;
+      worker_.pipes().Put(&d.pipe);  // nothing went in
+      if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) return;
+      c.Fail(n == 0 ? "peer closed" : absl::StrCat("read error: ", std::strerror(err)));
+      return;
+    }
+    d.pending = static_cast<size_t>(n);
+    c.CountRaw(d.pending, 0);
+    // Blocked (the pipe holds the rest), failed (the session ended), or the
+    // socket had no more.
+    size_t capacity = d.pipe.capacity;  // SpliceOut gives the pipe back
+    if (!SpliceOut(c, to, d) || static_cast<size_t>(n) < capacity) return;
+  }
+}
+
+void Session::OnWritable(Connection& to) {
+  if (state_ != State::kRelay || splice_ == nullptr) return;
+  bool up = &to == backend_.get();
+  SpliceOut(up ? *client_ : *backend_, to, up ? splice_->up : splice_->down);
+}
+
+bool Session::SpliceOut(Connection& from, Connection& to, SpliceDir& d) {
+  while (d.pending > 0) {
+    ssize_t m =
+        splice(d.pipe.r, nullptr, to.fd(), nullptr, d.pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (m > 0) {
+      d.pending -= static_cast<size_t>(m);
+      to.CountRaw(0, static_cast<uint64_t>(m));
+      continue;
+    }
+    if (m < 0 && errno == EINTR) continue;
+    if (m < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // The receiver's kernel buffer is full: the pipe holds the rest (it is
+      // the backpressure window), the sender waits.
+      from.StopReading();
+      to.WaitWritable();
+      return false;
+    }
+    int err = m < 0 ? errno : EPIPE;
+    PipePool::Discard(&d.pipe);
+    d.pending = 0;
+    to.Fail(absl::StrCat("write error: ", std::strerror(err)));  // may end the session
+    return false;
+  }
+  worker_.pipes().Put(&d.pipe);
+  from.StartReading();
+  return true;
+}
+
+void Session::Spill(SpliceDir& d, Connection& to) {
+  if (!d.pipe.valid()) return;
+  Buffer bytes(worker_.bulk_pool());
+  while (d.pending > 0) {
+    absl::Span<char> span = bytes.Reserve();
+    ssize_t n = read(d.pipe.r, span.data(), std::min(span.size(), d.pending));
+    if (n <= 0) {
+      bytes.Commit(0);
+      break;
+    }
+    bytes.Commit(static_cast<size_t>(n));
+    d.pending -= static_cast<size_t>(n);
+  }
+  PipePool::Discard(&d.pipe);
+  d.pending = 0;
+  to.Write(bytes);  // counted as sent here, as they were not by the splice
 }
 
 void Session::RelayFrom(Connection& from, Connection& to) {
@@ -347,6 +459,12 @@ void Session::End(absl::string_view reason) {
   deadline_ms_ = 0;
   LogEnd(reason);
   login_.reset();
+  if (splice_ != nullptr) {
+    // Bytes still in a pipe are owed to the receiver: its close flushes them.
+    Spill(splice_->down, *client_);
+    if (backend_) Spill(splice_->up, *backend_);
+    splice_.reset();
+  }
   if (worker_.shutting_down()) {
     // The process is about to exit: do not wait long for slow peers.
     client_->set_linger(kShutdownLingerMs);

@@ -15,6 +15,7 @@
 #include "proxy/backend_login.h"
 #include "proxy/config.h"
 #include "proxy/connection.h"
+#include "proxy/pipe_pool.h"
 #include "proxy/uv_handle.h"
 
 namespace postern {
@@ -37,6 +38,9 @@ class Session : public ConnectionHandler {
   void OnData(Connection& c) override;
   void OnDrained(Connection& c) override;
   void OnEnd(Connection& c, absl::string_view reason) override;
+  // Raw mode: the plaintext relay splices (see StartRelay).
+  void OnReadable(Connection& c) override;
+  void OnWritable(Connection& c) override;
 
  protected:
   enum class State { kPreLogin, kAuthenticating, kRelay, kEnded };
@@ -103,6 +107,21 @@ class Session : public ConnectionHandler {
   void OnLoginDone(LoginOutcome outcome, ConnectionPtr backend);
   void StartRelay();
   void RelayFrom(Connection& from, Connection& to);
+  // One direction of a spliced relay: the pipe lent while bytes are in it.
+  struct SpliceDir {
+    Pipe pipe;
+    size_t pending = 0;  // bytes in the pipe, not yet taken by the receiver
+  };
+  struct Splice {
+    SpliceDir up;    // client -> backend
+    SpliceDir down;  // backend -> client
+  };
+  // Empties the pipe into the receiver: true when it is empty (and given
+  // back), false when the receiver is full or broken (the session may have
+  // ended then).
+  bool SpliceOut(Connection& from, Connection& to, SpliceDir& d);
+  // Moves what a pipe still holds into the receiver's write queue.
+  void Spill(SpliceDir& d, Connection& to);
   void ArmTimer();
   void LogEnd(absl::string_view reason);
   const std::string& backend_name() const;
@@ -122,6 +141,8 @@ class Session : public ConnectionHandler {
     std::string user;  // LOGIN mechanism: the user name, waiting for the password
   };
   std::unique_ptr<SaslState> sasl_;
+  // Both sides plaintext: the relay moves bytes with splice(2).
+  std::unique_ptr<Splice> splice_;
   uint32_t errors_ = 0;
   uint32_t auth_failures_ = 0;
   std::string client_address_;

@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "protocol/buffer.h"
 #include "proxy/config.h"
+#include "proxy/pipe_pool.h"
 #include "proxy/poller.h"
 #include "proxy/uv_handle.h"
 #include "routing/router.h"
@@ -53,6 +54,8 @@ class Worker {
   BufferPool& pool() { return pool_; }
   // Large slabs for relay reads: fewer, larger reads, records and writes.
   BufferPool& bulk_pool() { return bulk_pool_; }
+  // Pipes for splice(2) between two plaintext sockets.
+  PipePool& pipes() { return pipes_; }
   const Config& config() const { return *config_; }
   const std::shared_ptr<const Config>& config_ptr() const { return config_; }
   const TlsContext* tls() const { return tls_.get(); }
@@ -100,6 +103,7 @@ class Worker {
   uint64_t last_shed_log_ms_ = 0;
   BufferPool pool_;
   BufferPool bulk_pool_{64 * 1024, 4};
+  PipePool pipes_;
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;

@@ -1,5 +1,6 @@
-"""A 10 MiB message through postern over TLS, by IMAP FETCH BODY[] and POP3
-RETR, arrives byte for byte (the Maildir holds LF line ends; IMAP and POP3
+"""A 10 MiB message through postern, over TLS and over plaintext listeners
+(where postern relays with splice(2)), by IMAP FETCH BODY[] and POP3 RETR,
+arrives byte for byte (the Maildir holds LF line ends; IMAP and POP3
 deliver CRLF, POP3 dot-stuffed: RFC 1939 section 3)."""
 
 import hashlib
@@ -137,6 +138,44 @@ class BigMessageTest(harness.BedTestCase):
 
     def test_slow_reader_pop3_plain(self):
         self.slow_reader("pop3-plain", "pop3", "alice", self.alice[-1])
+
+    # Plaintext on both sides: the relay splices socket -> pipe -> socket.
+
+    def test_imap_plain_fetch_body(self):
+        self.imap_fetch("imap-plain", "alice", self.alice[-1])
+
+    def test_pop3_plain_retr(self):
+        self.pop3_retr("pop3-plain", "bob", self.bob[-1])
+
+    def test_slow_reader_imap_plain(self):
+        self.slow_reader("imap-plain", "imap", "bob", self.bob[-1])
+
+    def test_half_close_while_blocked_delivers_a_clean_prefix(self):
+        """The client asks for 10 MiB, reads nothing until the relay is
+        blocked (bytes wait in the proxy's pipe), then half-closes: the session
+        ends, and what postern still held must follow what was already sent,
+        in order, with nothing lost in between."""
+        c = self.connect("imap-plain")
+        _, tagged = c.imap("a", "LOGIN alice demo")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        untagged, _ = c.imap("b", "EXAMINE INBOX")
+        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+        c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+        time.sleep(1.5)
+        c.sock.shutdown(socket.SHUT_WR)
+        while c._fill(timeout=15):
+            pass
+        got = bytes(c.buf)
+        wire = b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(crlf(self.alice[-1]))) + \
+            crlf(self.alice[-1])
+        self.assertGreater(len(got), 64 * 1024, "too little arrived to have filled a pipe")
+        self.assertLess(len(got), len(wire), "the session did not end early")
+        self.assertEqual(hashlib.sha256(got).hexdigest(),
+                         hashlib.sha256(wire[:len(got)]).hexdigest(),
+                         "not a clean prefix: %d bytes" % len(got))
+        log = self.bed.postern.log()
+        ends = [l for l in log.splitlines() if "session end" in l and "peer closed\"" in l]
+        self.assertTrue(ends, log[-2000:])
 
     def test_two_at_once(self):
         # Two big transfers interleaved on one worker: start both, then read.
