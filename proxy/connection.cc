@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 
 namespace postern {
 namespace {
@@ -100,16 +101,12 @@ void Connection::UpdateInterest() {
     r = poller_->Modify(fd_, want, this);
   }
   if (r != 0) {
-    // Only when the kernel refuses epoll memory: end the connection from
-    // the loop, as a write error would be.
-    write_error_ = r;
-    ended_ = true;
-    reading_ = false;
-    want = 0;
+    // Only when the kernel refuses epoll memory (max_user_watches): the
+    // socket stays unwatched (never a callback from inside the caller); the
+    // session's timeout or the linger timer ends it.
+    spdlog::error("epoll_ctl fd {}: {}", fd_, std::strerror(-r));
     if (interest_ != 0) poller_->Remove(fd_, this);
-    if (closing_state_ == nullptr && handler_ != nullptr) {
-      handler_->OnEnd(*this, absl::StrCat("epoll: ", std::strerror(-r)));
-    }
+    want = 0;
   }
   interest_ = want;
 }

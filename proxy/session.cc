@@ -423,6 +423,16 @@ bool Session::SpliceOut(Connection& from, Connection& to, SpliceDir& d) {
   return true;
 }
 
+void Session::SpillAll() {
+  if (splice_ == nullptr) return;
+  // Bytes still in a pipe are owed to the receiver: its close flushes them.
+  Spill(splice_->down, *client_);
+  if (backend_) Spill(splice_->up, *backend_);
+  splice_.reset();
+  client_->set_raw(false);
+  if (backend_) backend_->set_raw(false);
+}
+
 void Session::Spill(SpliceDir& d, Connection& to) {
   if (!d.pipe.valid()) return;
   Buffer bytes(worker_.bulk_pool());
@@ -448,6 +458,7 @@ void Session::RelayFrom(Connection& from, Connection& to) {
 
 void Session::Shutdown() {
   if (state_ == State::kEnded) return;
+  SpillAll();  // the notice goes after what the client was already owed
   Send(ShutdownNotice());
   End("server shutdown");
 }
@@ -459,12 +470,7 @@ void Session::End(absl::string_view reason) {
   deadline_ms_ = 0;
   LogEnd(reason);
   login_.reset();
-  if (splice_ != nullptr) {
-    // Bytes still in a pipe are owed to the receiver: its close flushes them.
-    Spill(splice_->down, *client_);
-    if (backend_) Spill(splice_->up, *backend_);
-    splice_.reset();
-  }
+  SpillAll();
   if (worker_.shutting_down()) {
     // The process is about to exit: do not wait long for slow peers.
     client_->set_linger(kShutdownLingerMs);

@@ -122,6 +122,8 @@ class Session : public ConnectionHandler {
   bool SpliceOut(Connection& from, Connection& to, SpliceDir& d);
   // Moves what a pipe still holds into the receiver's write queue.
   void Spill(SpliceDir& d, Connection& to);
+  // Both directions, and the relay leaves raw mode (buffered from here on).
+  void SpillAll();
   void ArmTimer();
   void LogEnd(absl::string_view reason);
   const std::string& backend_name() const;

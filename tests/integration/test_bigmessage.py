@@ -4,6 +4,7 @@ arrives byte for byte (the Maildir holds LF line ends; IMAP and POP3
 deliver CRLF, POP3 dot-stuffed: RFC 1939 section 3)."""
 
 import hashlib
+import signal
 import re
 import socket
 import time
@@ -205,3 +206,36 @@ class BigMessageTest(harness.BedTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SplicedShutdownTest(harness.BedTestCase):
+    """SIGTERM while a plaintext (spliced) transfer is blocked on a client
+    that does not read: what postern still holds for the client arrives
+    first, in order, then the shutdown notice."""
+
+    dovecot_kwargs = {"extra_messages": {"alice": [BIG]}}
+    postern_overrides = {"timeouts": {"shutdown_grace": "1s"}}
+
+    def test_notice_after_the_owed_bytes(self):
+        want = self.bed.dovecot.messages("alice")[-1]
+        c = self.connect("imap-plain")
+        _, tagged = c.imap("a", "LOGIN alice demo")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        untagged, _ = c.imap("b", "EXAMINE INBOX")
+        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+        c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+        time.sleep(1.0)  # the client's and postern's buffers fill up
+        self.bed.postern.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # past the grace: the session is told and closed
+        while c._fill(timeout=15):
+            pass
+        got = bytes(c.buf)
+        bye = b"* BYE Server shutting down.\r\n"
+        self.assertTrue(got.endswith(bye), got[-200:])
+        body = got[:-len(bye)]
+        wire = b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(crlf(want))) + crlf(want)
+        self.assertGreater(len(body), 64 * 1024)
+        self.assertLess(len(body), len(wire))
+        self.assertEqual(hashlib.sha256(body).hexdigest(),
+                         hashlib.sha256(wire[:len(body)]).hexdigest(),
+                         "not a clean prefix: %d bytes" % len(body))
