@@ -44,7 +44,7 @@ TEST(PipePoolTest, CachesUpToItsBoundAndClosesTheRest) {
   EXPECT_FALSE(IsOpen(cr));
   Pipe again;
   ASSERT_TRUE(pool.Get(&again));  // from the cache
-  EXPECT_EQ(br, again.r);  // the last one given back
+  EXPECT_EQ(br, again.r);         // the last one given back
   EXPECT_EQ(1u, pool.free_count());
   PipePool::Discard(&again);
   EXPECT_FALSE(again.valid());
