@@ -35,7 +35,7 @@ Connection::Connection(BufferPool& pool, ConnectionHandler* handler)
 
 Connection::~Connection() {
   if (fd_ >= 0) {
-    if (interest_ != 0) poller_->Remove(fd_, this);
+    if (interest_ != 0) poller_->Forget(this);
     close(fd_);
   }
 }
@@ -68,10 +68,12 @@ void Connection::FinishConnect() {
   socklen_t len = sizeof(err);
   if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
   if (err != 0) ended_ = true;  // nothing to read, flush or linger for
-  UpdateInterest();
-  if (closing_ || handler_ == nullptr) return;
-  handler_->OnConnected(*this, -err);
-  if (err == 0 && !out_.empty()) Flush();
+  // The handler usually starts reading: one epoll_ctl (OUT -> IN) for both.
+  if (!closing_ && handler_ != nullptr) {
+    handler_->OnConnected(*this, -err);
+    if (err == 0 && fd_ >= 0 && !out_.empty()) Flush();
+  }
+  UpdateInterest();  // EPOLLOUT must not stay: it would fire on every turn
 }
 
 void Connection::SetSocketOptions() {
@@ -85,10 +87,14 @@ void Connection::SetSocketOptions() {
   setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
 }
 
-void Connection::UpdateInterest() {
+void Connection::UpdateInterest(bool settle) {
   if (fd_ < 0) return;
   uint32_t want =
       (reading_ ? EPOLLIN : 0u) | (want_write_ || connecting_ || raw_write_wait_ ? EPOLLOUT : 0u);
+  // A paused socket stays registered for EPOLLIN until an event finds it
+  // paused (settle): most pauses (a login waiting for the backend, a
+  // backend between login and relay) see no bytes, and cost no syscall.
+  if (!settle) want |= interest_ & EPOLLIN;
   if (want == interest_) return;
   int r = 0;
   if (want == 0) {
@@ -132,12 +138,17 @@ void Connection::OnReady(uint32_t events) {
     if (handler_ != nullptr) handler_->OnWritable(*this);
     if (fd_ < 0) return;
   }
-  if (reading_ && (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) != 0) {
-    if (raw_ && handler_ != nullptr) {
-      handler_->OnReadable(*this);
-    } else {
-      ReadSome();
-    }
+  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) == 0) return;
+  if (!reading_) {
+    // Paused, and the peer sent something or hung up: stop watching now
+    // (level-triggered, it would report it again on every turn).
+    UpdateInterest(/*settle=*/true);
+    return;
+  }
+  if (raw_ && handler_ != nullptr) {
+    handler_->OnReadable(*this);
+  } else {
+    ReadSome();
   }
 }
 
@@ -400,7 +411,7 @@ void Connection::FinishClose() {
   want_write_ = false;
   connecting_ = false;
   if (fd_ >= 0) {
-    if (interest_ != 0) poller_->Remove(fd_, this);
+    if (interest_ != 0) poller_->Forget(this);  // close() drops the registration
     interest_ = 0;
     close(fd_);
     fd_ = -1;

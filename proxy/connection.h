@@ -149,7 +149,8 @@ class Connection final : private Poller::Watcher {
   void StartWrites();
   void WriteFailed();
   // Tells the poller what we wait for now (nothing: the fd is not watched).
-  void UpdateInterest();
+  // EPOLLIN is only dropped when `settle` (see the .cc).
+  void UpdateInterest(bool settle = false);
   void FinishClose();
   Buffer& ReadTarget() { return engine_ ? engine_->cipher_in() : input_; }
 

@@ -51,6 +51,10 @@ int Poller::Modify(int fd, uint32_t events, Watcher* w) {
 
 void Poller::Remove(int fd, Watcher* w) {
   if (epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr) != 0) return;
+  Forget(w);
+}
+
+void Poller::Forget(Watcher* w) {
   --watched_;
   if (dispatching_) {
     // Drop what this batch still holds for the watcher: it may be freed

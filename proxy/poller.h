@@ -52,6 +52,10 @@ class Poller {
   int Add(int fd, uint32_t events, Watcher* w);
   int Modify(int fd, uint32_t events, Watcher* w);
   void Remove(int fd, Watcher* w);
+  // For an fd about to be closed: close(2) drops its registration (these
+  // fds are never duplicated), so only our books and this batch's pending
+  // events are updated, without a syscall.
+  void Forget(Watcher* w);
   size_t watched() const { return watched_; }
 
  private:

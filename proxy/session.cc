@@ -60,10 +60,10 @@ Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr c
       client_(std::move(client)),
       started_(std::chrono::steady_clock::now()) {
   client_->set_handler(this);
-  client_address_ = client_->PeerAddress();
 }
 
 void Session::Start() {
+  if (client_address_.empty()) client_address_ = client_->PeerAddress();
   const size_t high = config_->limits.relay_high_watermark;
   const size_t low = config_->limits.relay_low_watermark;
   client_->SetWatermarks(high, low);

@@ -27,6 +27,9 @@ class Session : public ConnectionHandler {
   static std::unique_ptr<Session> Create(Worker& worker, const ListenerConfig& listener,
                                          ConnectionPtr client);
 
+  // The client's address as accept(2) gave it ("ip:port"), before Start()
+  // (otherwise Start() asks the socket).
+  void set_client_address(std::string a) { client_address_ = std::move(a); }
   // Greets the client and starts reading.
   void Start();
   // The server is going down: tell the client and end.

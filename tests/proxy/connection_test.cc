@@ -5,6 +5,7 @@
 #include "proxy/connection.h"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -210,6 +211,37 @@ TEST_F(ConnectionTest, WriteToResetPeerFailsFromTheLoop) {
   RunUntil([&] { return client_side_.ended; });
   EXPECT_EQ(0u, client_side_.reason.find("write error: ")) << client_side_.reason;
   EXPECT_EQ(0u, client_->pending());
+}
+
+// Worker::Listen sets TCP_NODELAY and keepalive on the listening socket only,
+// relying on Linux copying them into every accepted socket.
+TEST(ListenerOptionsTest, AcceptedSocketsInheritNoDelayAndKeepalive) {
+  int l = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1, idle = 300;
+  ASSERT_EQ(0, setsockopt(l, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)));
+  ASSERT_EQ(0, setsockopt(l, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)));
+  ASSERT_EQ(0, setsockopt(l, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)));
+  sockaddr_in addr;
+  uv_ip4_addr("127.0.0.1", 0, &addr);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(0, bind(l, reinterpret_cast<sockaddr*>(&addr), len));
+  ASSERT_EQ(0, listen(l, 1));
+  ASSERT_EQ(0, getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len));
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(0, connect(c, reinterpret_cast<sockaddr*>(&addr), len));
+  int a = accept(l, nullptr, nullptr);
+  ASSERT_GE(a, 0);
+  int v = 0;
+  socklen_t vl = sizeof(v);
+  ASSERT_EQ(0, getsockopt(a, IPPROTO_TCP, TCP_NODELAY, &v, &vl));
+  EXPECT_NE(0, v);
+  ASSERT_EQ(0, getsockopt(a, SOL_SOCKET, SO_KEEPALIVE, &v, &vl));
+  EXPECT_NE(0, v);
+  ASSERT_EQ(0, getsockopt(a, IPPROTO_TCP, TCP_KEEPIDLE, &v, &vl));
+  EXPECT_EQ(300, v);
+  close(a);
+  close(c);
+  close(l);
 }
 
 }  // namespace
