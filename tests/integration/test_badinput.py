@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import ssl
 import time
 import unittest
@@ -359,7 +360,38 @@ class BackendDiesTest(harness.BedTestCase):
     dovecot_kwargs = {"extra_messages": {"bob": [SIZE]}}
 
     def test_backend_killed_mid_fetch(self):
-        c = self.connect("imaps", rcvbuf=65536)
+        self.backend_killed_mid_fetch("imaps")
+
+    def test_backend_killed_mid_fetch_plain(self):
+        # Plaintext on both sides: postern relays with splice(2).
+        self.backend_killed_mid_fetch("imap-plain")
+
+    def test_client_resets_mid_fetch_plain(self):
+        """The client resets while a spliced transfer toward it is under way:
+        the session ends (a write or read error), nothing else is hurt."""
+        log_start = len(self.bed.postern.log())
+        c = self.connect("imap-plain", rcvbuf=65536)
+        _, tagged = c.imap("a", "LOGIN bob demo")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        untagged, _ = c.imap("b", "EXAMINE INBOX")
+        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+        c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+        c.read_exact(65536, timeout=30)
+        time.sleep(0.3)  # postern is now blocked on the client, bytes in its pipe
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.sock.close()
+        deadline = time.monotonic() + 10
+        ends = []
+        while time.monotonic() < deadline and not ends:
+            ends = [l for l in self.bed.postern.log()[log_start:].splitlines()
+                    if "session end" in l and "user=bob" in l and "listener=imap-plain" in l]
+            time.sleep(0.1)
+        self.assertTrue(ends, self.bed.postern.log()[-2000:])
+        self.assertRegex(ends[-1], r'end="client: (write error|read error|peer closed)')
+        self.assert_serving("alice")
+
+    def backend_killed_mid_fetch(self, listener):
+        c = self.connect(listener, rcvbuf=65536)
         _, tagged = c.imap("a", "LOGIN bob demo")
         self.assertTrue(tagged.startswith(b"a OK"), tagged)
         untagged, _ = c.imap("b", "EXAMINE INBOX")
