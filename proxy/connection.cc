@@ -134,9 +134,9 @@ void Connection::OnReady(uint32_t events) {
   }
   if (raw_write_wait_ && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) != 0) {
     raw_write_wait_ = false;
-    UpdateInterest();
     if (handler_ != nullptr) handler_->OnWritable(*this);
     if (fd_ < 0) return;
+    UpdateInterest();  // after: a receiver still full asks again, no syscall
   }
   if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) == 0) return;
   if (!reading_) {
