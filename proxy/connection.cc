@@ -33,12 +33,8 @@ Connection::Ptr Connection::Create(Poller& poller, BufferPool& pool, ConnectionH
 Connection::Connection(BufferPool& pool, ConnectionHandler* handler)
     : pool_(&pool), handler_(handler), input_(pool), out_(pool) {}
 
-Connection::~Connection() {
-  if (fd_ >= 0) {
-    if (interest_ != 0) poller_->Forget(this);
-    close(fd_);
-  }
-}
+// Only OnClosed deletes a connection, after FinishClose closed its socket.
+Connection::~Connection() = default;
 
 void Connection::Adopt(int fd) { fd_ = fd; }
 
@@ -76,15 +72,18 @@ void Connection::FinishConnect() {
   UpdateInterest();  // EPOLLOUT must not stay: it would fire on every turn
 }
 
-void Connection::SetSocketOptions() {
-  if (fd_ < 0) return;
+bool Connection::SetTcpOptions(int fd) {
   // No Nagle anywhere: every response we write is complete and must leave
   // now, or a peer with delayed ACKs stalls ~40 ms (TESTBED.md).
   int one = 1;
-  int idle = 300;
-  setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-  setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  int idle = 300;  // keepalive probes after 5 idle minutes
+  return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) == 0 &&
+         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) == 0 &&
+         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) == 0;
+}
+
+void Connection::SetSocketOptions() {
+  if (fd_ >= 0) SetTcpOptions(fd_);
 }
 
 void Connection::UpdateInterest(bool settle) {
@@ -313,9 +312,7 @@ void Connection::StartWrites() {
 void Connection::WriteFailed() {
   out_.Clear();
   if (closing_) {
-    StopReading();
-    ended_ = true;
-    FinishClose();
+    Abandon();
   } else {
     Fail(absl::StrCat("write error: ", uv_strerror(write_error_)));
   }
@@ -366,22 +363,10 @@ void Connection::Close(bool abort) {
   uv_timer_init(poller_->loop(), &closing_state_->linger);
   closing_state_->linger.data = this;
   uv_timer_start(
-      &closing_state_->linger,
-      [](uv_timer_t* t) {
-        auto* c = static_cast<Connection*>(t->data);
-        c->out_.Clear();
-        c->want_write_ = false;
-        c->reading_ = false;
-        c->ended_ = true;
-        c->FinishClose();
-      },
+      &closing_state_->linger, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->Abandon(); },
       linger_ms_, 0);
   if (abort || fd_ < 0 || connecting_ || (ended_ && out_.empty())) {
-    out_.Clear();
-    want_write_ = false;
-    reading_ = false;
-    ended_ = true;
-    FinishClose();
+    Abandon();
     return;
   }
   if (engine_ && engine_->handshake_done()) {
@@ -391,6 +376,14 @@ void Connection::Close(bool abort) {
   // Keep reading (and discarding) until the peer's EOF or the linger timer.
   ReadStart();
   Flush();
+}
+
+void Connection::Abandon() {
+  out_.Clear();
+  want_write_ = false;
+  reading_ = false;
+  ended_ = true;
+  FinishClose();  // nothing left to flush or read: the socket closes now
 }
 
 void Connection::FinishClose() {

@@ -75,6 +75,8 @@ class Connection final : private Poller::Watcher {
   int Connect(const sockaddr* addr);
   // TCP_NODELAY (we never wait for more bytes), keepalive.
   void SetSocketOptions();
+  // The same on any socket (a listening one passes them to accepted ones).
+  static bool SetTcpOptions(int fd);
 
   void StartReading();
   void StopReading();
@@ -152,6 +154,9 @@ class Connection final : private Poller::Watcher {
   // EPOLLIN is only dropped when `settle` (see the .cc).
   void UpdateInterest(bool settle = false);
   void FinishClose();
+  // Closing, and nothing more is flushed or read (abort, linger timer
+  // expired, write error): FinishClose closes the socket at once.
+  void Abandon();
   Buffer& ReadTarget() { return engine_ ? engine_->cipher_in() : input_; }
 
   // Only a closing connection needs a timer (its linger); it also frees the

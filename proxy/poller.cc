@@ -32,21 +32,23 @@ Poller::~Poller() {
   close(epfd_);
 }
 
-int Poller::Add(int fd, uint32_t events, Watcher* w) {
+int Poller::Ctl(int op, int fd, uint32_t events, Watcher* w) {
   epoll_event ev{};
   ev.events = events;
   ev.data.ptr = w;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return -errno;
+  return epoll_ctl(epfd_, op, fd, &ev) == 0 ? 0 : -errno;
+}
+
+int Poller::Add(int fd, uint32_t events, Watcher* w) {
+  int r = Ctl(EPOLL_CTL_ADD, fd, events, w);
+  if (r != 0) return r;
   ++watched_;
   UpdateHandle();
   return 0;
 }
 
 int Poller::Modify(int fd, uint32_t events, Watcher* w) {
-  epoll_event ev{};
-  ev.events = events;
-  ev.data.ptr = w;
-  return epoll_ctl(epfd_, EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : -errno;
+  return Ctl(EPOLL_CTL_MOD, fd, events, w);
 }
 
 void Poller::Remove(int fd, Watcher* w) {

@@ -59,6 +59,7 @@ class Poller {
   size_t watched() const { return watched_; }
 
  private:
+  int Ctl(int op, int fd, uint32_t events, Watcher* w);
   static void OnPoll(uv_poll_t* h, int status, int events);
   void Dispatch();
   void UpdateHandle();

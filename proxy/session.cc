@@ -367,7 +367,6 @@ void Session::OnReadable(Connection& c) {
   }
   ArmTimer();
   for (int i = 0; i < kMaxSplicesPerEvent; ++i) {
-    if (!d.pipe.valid() && !worker_.pipes().Get(&d.pipe)) return;  // level-triggered: again
     ssize_t n;
     do {
       n = splice(c.fd(), nullptr, d.pipe.w, nullptr, d.pipe.capacity,
@@ -375,24 +374,25 @@ void Session::OnReadable(Connection& c) {
     } while (n < 0 && errno == EINTR);
     if (n <= 0) {
       int err = errno;
-      worker_.pipes().Put(&d.pipe);  // nothing went in
+      worker_.pipes().Put(&d.pipe);  // empty
       if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) return;
       c.Fail(n == 0 ? "peer closed" : absl::StrCat("read error: ", std::strerror(err)));
       return;
     }
     d.pending = static_cast<size_t>(n);
     c.CountRaw(d.pending, 0);
-    // Blocked (the pipe holds the rest), failed (the session ended), or the
-    // socket had no more.
-    size_t capacity = d.pipe.capacity;  // SpliceOut gives the pipe back
-    if (!SpliceOut(c, to, d) || static_cast<size_t>(n) < capacity) return;
+    // Blocked (the pipe keeps the rest) or failed (the session ended).
+    if (!SpliceOut(c, to, d)) return;
+    if (static_cast<size_t>(n) < d.pipe.capacity) break;  // the socket had no more
   }
+  worker_.pipes().Put(&d.pipe);  // empty: back until the next event
 }
 
 void Session::OnWritable(Connection& to) {
   if (state_ != State::kRelay || splice_ == nullptr) return;
   bool up = &to == backend_.get();
-  SpliceOut(up ? *client_ : *backend_, to, up ? splice_->up : splice_->down);
+  SpliceDir& d = up ? splice_->up : splice_->down;
+  if (SpliceOut(up ? *client_ : *backend_, to, d)) worker_.pipes().Put(&d.pipe);
 }
 
 bool Session::SpliceOut(Connection& from, Connection& to, SpliceDir& d) {
@@ -418,7 +418,6 @@ bool Session::SpliceOut(Connection& from, Connection& to, SpliceDir& d) {
     to.Fail(absl::StrCat("write error: ", std::strerror(err)));  // may end the session
     return false;
   }
-  worker_.pipes().Put(&d.pipe);
   from.StartReading();
   return true;
 }

@@ -119,9 +119,9 @@ class Session : public ConnectionHandler {
     SpliceDir up;    // client -> backend
     SpliceDir down;  // backend -> client
   };
-  // Empties the pipe into the receiver: true when it is empty (and given
-  // back), false when the receiver is full or broken (the session may have
-  // ended then).
+  // Empties the pipe into the receiver: true when it is empty (the caller
+  // gives it back), false when the receiver is full (the pipe keeps the
+  // rest) or broken (the session may have ended then).
   bool SpliceOut(Connection& from, Connection& to, SpliceDir& d);
   // Moves what a pipe still holds into the receiver's write queue.
   void Spill(SpliceDir& d, Connection& to);
