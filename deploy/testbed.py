@@ -114,6 +114,20 @@ def pid_alive(pid):
         return False
 
 
+def cpu_seconds(pids):
+    """utime+stime of the given processes from /proc/PID/stat, summed (a
+    process that is gone counts 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def _die_with_parent(sig=signal.SIGTERM):
     """preexec_fn: the child gets sig when the process that started it dies."""
     try:

@@ -10,6 +10,7 @@ import time
 import unittest
 
 import harness
+import testbed
 from harness import plain_ir, proxy_only
 
 PASSWORD = "Tr0ub4dor-9xq"  # distinctive, so it can be searched for in the log
@@ -292,13 +293,6 @@ if __name__ == "__main__":
     unittest.main()
 
 
-def proc_cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def open_fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -339,9 +333,9 @@ class FdExhaustionTest(harness.BedTestCase):
             # Nothing left waiting: no busy loop on the listener either way.
             for _ in range(5):
                 held.append(socket.create_connection(self.bed.addr("imap"), timeout=5))
-            before = proc_cpu_seconds(pid)
+            before = testbed.cpu_seconds([pid])
             time.sleep(1.5)
-            spent = proc_cpu_seconds(pid) - before
+            spent = testbed.cpu_seconds([pid]) - before
             self.assertLess(spent, 0.3, "postern burned %.2f s of CPU in 1.5 s" % spent)
             self.assertIn("out of file descriptors", self.bed.postern.log())
             for s in held:
