@@ -171,6 +171,18 @@ class Bed:
                 shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def start_fetch_last(test, c, user):
+    """On an IMAP Conn: LOGIN (password demo), EXAMINE INBOX, then send FETCH
+    BODY.PEEK[] of the last message without reading the answer; returns its
+    sequence number."""
+    _, tagged = c.imap("a", "LOGIN %s demo" % user)
+    test.assertTrue(tagged.startswith(b"a OK"), tagged)
+    untagged, _ = c.imap("b", "EXAMINE INBOX")
+    n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+    c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+    return n
+
+
 class BedTestCase(unittest.TestCase):
     """A test class with its own Bed (Dovecot + postern), stopped on the way out."""
 

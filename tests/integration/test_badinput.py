@@ -371,11 +371,7 @@ class BackendDiesTest(harness.BedTestCase):
         the session ends (a write or read error), nothing else is hurt."""
         log_start = len(self.bed.postern.log())
         c = self.connect("imap-plain", rcvbuf=65536)
-        _, tagged = c.imap("a", "LOGIN bob demo")
-        self.assertTrue(tagged.startswith(b"a OK"), tagged)
-        untagged, _ = c.imap("b", "EXAMINE INBOX")
-        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
-        c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+        harness.start_fetch_last(self, c, "bob")
         c.read_exact(65536, timeout=30)
         time.sleep(0.3)  # postern is now blocked on the client, bytes in its pipe
         c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

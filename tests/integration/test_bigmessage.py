@@ -16,6 +16,17 @@ from harness import crlf, dot_stuff
 BIG = 10 * 1024 * 1024
 
 
+def assert_clean_prefix(test, got, n, want):
+    """`got` is a proper prefix of the FETCH answer for message n (`want`,
+    LF line ends on disk), longer than a pipe-full."""
+    wire = b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(crlf(want))) + crlf(want)
+    test.assertGreater(len(got), 64 * 1024, "too little arrived to have filled a pipe")
+    test.assertLess(len(got), len(wire), "the session did not end early")
+    test.assertEqual(hashlib.sha256(got).hexdigest(),
+                     hashlib.sha256(wire[:len(got)]).hexdigest(),
+                     "not a clean prefix: %d bytes" % len(got))
+
+
 class BigMessageTest(harness.BedTestCase):
     dovecot_kwargs = {"extra_messages": {"alice": [BIG], "bob": [BIG]}}
 
@@ -107,11 +118,7 @@ class BigMessageTest(harness.BedTestCase):
             expected = b"+OK"
             wire_end = dot_stuff(crlf(want)) + b".\r\n"
         else:
-            _, tagged = c.imap("a", "LOGIN %s demo" % user)
-            self.assertTrue(tagged.startswith(b"a OK"), tagged)
-            untagged, _ = c.imap("b", "EXAMINE INBOX")
-            n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
-            c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+            n = harness.start_fetch_last(self, c, user)
             expected = b"* %d FETCH" % n
             wire_end = crlf(want) + b")\r\nc OK"
         time.sleep(1.5)
@@ -157,23 +164,12 @@ class BigMessageTest(harness.BedTestCase):
         ends, and what postern still held must follow what was already sent,
         in order, with nothing lost in between."""
         c = self.connect("imap-plain")
-        _, tagged = c.imap("a", "LOGIN alice demo")
-        self.assertTrue(tagged.startswith(b"a OK"), tagged)
-        untagged, _ = c.imap("b", "EXAMINE INBOX")
-        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
-        c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+        n = harness.start_fetch_last(self, c, "alice")
         time.sleep(1.5)
         c.sock.shutdown(socket.SHUT_WR)
         while c._fill(timeout=15):
             pass
-        got = bytes(c.buf)
-        wire = b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(crlf(self.alice[-1]))) + \
-            crlf(self.alice[-1])
-        self.assertGreater(len(got), 64 * 1024, "too little arrived to have filled a pipe")
-        self.assertLess(len(got), len(wire), "the session did not end early")
-        self.assertEqual(hashlib.sha256(got).hexdigest(),
-                         hashlib.sha256(wire[:len(got)]).hexdigest(),
-                         "not a clean prefix: %d bytes" % len(got))
+        assert_clean_prefix(self, bytes(c.buf), n, self.alice[-1])
         log = self.bed.postern.log()
         ends = [l for l in log.splitlines() if "session end" in l and "peer closed\"" in l]
         self.assertTrue(ends, log[-2000:])
@@ -219,11 +215,7 @@ class SplicedShutdownTest(harness.BedTestCase):
     def test_notice_after_the_owed_bytes(self):
         want = self.bed.dovecot.messages("alice")[-1]
         c = self.connect("imap-plain")
-        _, tagged = c.imap("a", "LOGIN alice demo")
-        self.assertTrue(tagged.startswith(b"a OK"), tagged)
-        untagged, _ = c.imap("b", "EXAMINE INBOX")
-        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
-        c.send("c FETCH %d BODY.PEEK[]\r\n" % n)
+        n = harness.start_fetch_last(self, c, "alice")
         time.sleep(1.0)  # the client's and postern's buffers fill up
         self.bed.postern.send_signal(signal.SIGTERM)
         time.sleep(1.5)  # past the grace: the session is told and closed
@@ -232,10 +224,4 @@ class SplicedShutdownTest(harness.BedTestCase):
         got = bytes(c.buf)
         bye = b"* BYE Server shutting down.\r\n"
         self.assertTrue(got.endswith(bye), got[-200:])
-        body = got[:-len(bye)]
-        wire = b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(crlf(want))) + crlf(want)
-        self.assertGreater(len(body), 64 * 1024)
-        self.assertLess(len(body), len(wire))
-        self.assertEqual(hashlib.sha256(body).hexdigest(),
-                         hashlib.sha256(wire[:len(body)]).hexdigest(),
-                         "not a clean prefix: %d bytes" % len(body))
+        assert_clean_prefix(self, got[:-len(bye)], n, want)
