@@ -17,6 +17,10 @@ void LineSplitter::Reset() {
 LineSplitter::Status LineSplitter::Next(const Buffer& buf, absl::string_view* line,
                                         size_t* consumed) {
   *line = absl::string_view();
+  // A long line that straddled two slabs left a large scratch copy: the
+  // caller is done with it now, so it goes (memory for a long line is held
+  // only while one is being read).
+  if (scratch_.capacity() > kKeepScratch) std::string().swap(scratch_);
   size_t skip = 0;  // bytes at the front that belong to a discarded overlong line
   if (discarding_) {
     const size_t lf = buf.Find('\n', scanned_);

@@ -61,6 +61,8 @@ class LineSplitter {
   void Reset();
 
  private:
+  static constexpr size_t kKeepScratch = 1024;
+
   size_t max_line_;
   // Bytes at the front of the buffer already known to hold no LF.
   size_t scanned_ = 0;

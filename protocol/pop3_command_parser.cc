@@ -57,7 +57,7 @@ absl::StatusOr<Pop3Command> ParsePop3Command(absl::string_view line) {
       return absl::InvalidArgumentError("Invalid characters in argument");
     }
     // AUTH's initial response may be as long as the line allows (RFC 5034
-    // section 4); everything else is held to RFC 1939 section 3.
+    // section 4); everything else is held to RFC 2449 section 4's line length.
     const bool initial_response = cmd.name == "AUTH" && cmd.args.size() == 1;
     if (arg.size() > kPop3MaxArgLength && !initial_response) {
       return absl::InvalidArgumentError("Argument too long");

@@ -21,9 +21,11 @@ struct Pop3Command {
   std::vector<std::string> args;
 };
 
-// Arguments are at most this long (RFC 1939 section 3), except PASS's and
-// AUTH's initial response.
-inline constexpr size_t kPop3MaxArgLength = 40;
+// Arguments are at most this long, except PASS's and AUTH's initial
+// response. RFC 1939 section 3 said 40 octets; RFC 2449 section 4 raised
+// command lines to 255 octets, and real e-mail addresses used as user
+// names are often longer than 40.
+inline constexpr size_t kPop3MaxArgLength = 255;
 // No POP3 command takes more than two arguments (TOP n k, APOP name digest,
 // AUTH mech response); a few more are tolerated, then the line is refused.
 inline constexpr size_t kPop3MaxArgs = 8;

@@ -42,7 +42,8 @@ class Pop3ParseTable : public ::testing::TestWithParam<ParseCase> {};
 TEST_P(Pop3ParseTable, Parses) { EXPECT_EQ(Parse(GetParam().line), GetParam().expected); }
 
 const std::string k40(40, 'u');
-const std::string k41(41, 'u');
+const std::string k255(255, 'u');
+const std::string k256(256, 'u');
 const std::string kLongB64(300, 'A');
 
 INSTANTIATE_TEST_SUITE_P(
@@ -63,7 +64,8 @@ INSTANTIATE_TEST_SUITE_P(
         ParseCase{"AUTH PLAIN", "AUTH|PLAIN"}, ParseCase{"AUTH PLAIN =", "AUTH|PLAIN|="},
         ParseCase{"AUTH PLAIN " + kLongB64, "AUTH|PLAIN|" + kLongB64},
         ParseCase{"AUTH " + kLongB64, "ERR:Argument too long"},
-        ParseCase{"USER " + k40, "USER|" + k40}, ParseCase{"USER " + k41, "ERR:Argument too long"},
+        ParseCase{"USER " + k40, "USER|" + k40}, ParseCase{"USER " + k255, "USER|" + k255},
+        ParseCase{"USER " + k256, "ERR:Argument too long"},
         ParseCase{"USER j\xc3\xb6rg", "USER|j\xc3\xb6rg"},
         ParseCase{"USER a\tb", "ERR:Invalid characters in argument"},
         ParseCase{"USER a\rb", "ERR:Invalid characters in argument"},

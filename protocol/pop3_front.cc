@@ -1,0 +1,236 @@
+#include "protocol/pop3_front.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace postern {
+namespace {
+
+constexpr char kTooMany[] = "-ERR Too many invalid commands.\r\n";
+
+Pop3ReaderLimits ReaderLimits(const FrontOptions& o) {
+  Pop3ReaderLimits l;
+  l.max_line = o.max_line;
+  l.max_sasl_line = o.max_sasl_line;
+  l.error_budget = UINT32_MAX;  // the front keeps its own budget
+  return l;
+}
+
+}  // namespace
+
+Pop3Front::Pop3Front(FrontHost& host, FrontOptions options)
+    : Front(host, std::move(options)),
+      reader_(std::make_unique<Pop3CommandReader>(ReaderLimits(options_))) {}
+
+void Pop3Front::Start() {
+  // No APOP timestamp: APOP is not offered (RFC 1939 section 7).
+  host_.Send(absl::StrCat("+OK ", options_.hostname, " ready.\r\n"));
+}
+
+void Pop3Front::TlsStarted() {
+  options_.tls = true;
+  // RFC 2595 section 4: forget what was said before TLS.
+  pending_user_.clear();
+  reader_->Reset();
+}
+
+void Pop3Front::Err(absl::string_view text) {
+  host_.Send(absl::StrCat("-ERR ", text, "\r\n"));
+  SpendError(kTooMany);
+}
+
+Front::Step Pop3Front::ProcessOne(Buffer& in) {
+  if (ended_ || waiting_login_ || logged_in_) return Step::kStopped;
+  if (sasl_ != nullptr) return ProcessSasl(in);
+  switch (reader_->Next(in)) {
+    case Pop3CommandReader::Event::kNeedMore:
+    case Pop3CommandReader::Event::kLine:  // only from NextLine()
+      return Step::kNeedMore;
+    case Pop3CommandReader::Event::kError:
+    case Pop3CommandReader::Event::kFatal:  // not with an unlimited reader budget
+      Err(reader_->error_text());
+      return ended_ ? Step::kStopped : Step::kHandled;
+    case Pop3CommandReader::Event::kCommand:
+      HandleCommand(reader_->command());
+      return ended_ || waiting_login_ ? Step::kStopped : Step::kHandled;
+  }
+  return Step::kNeedMore;
+}
+
+Front::Step Pop3Front::ProcessSasl(Buffer& in) {
+  absl::string_view line;
+  size_t consumed = 0;
+  LineSplitter::Status st = sasl_->lines.Next(in, &line, &consumed);
+  if (st == LineSplitter::Status::kNeedMore) {
+    in.Drain(consumed);
+    return Step::kNeedMore;
+  }
+  if (st == LineSplitter::Status::kTooLong) {
+    in.Drain(consumed);
+    sasl_.reset();
+    Err("SASL response too long.");
+    return ended_ ? Step::kStopped : Step::kHandled;
+  }
+  SaslServer::Result r = sasl_->server.Step(line);  // before the drain: `line` may be a view
+  in.Drain(consumed);
+  OnSaslResult(r);
+  return ended_ || waiting_login_ ? Step::kStopped : Step::kHandled;
+}
+
+void Pop3Front::OnSaslResult(SaslServer::Result r) {
+  switch (r) {
+    case SaslServer::Result::kChallenge:
+      // RFC 5034 section 4: "+" SP base64 challenge.
+      host_.Send(absl::StrCat("+ ", sasl_->server.challenge(), "\r\n"));
+      return;
+    case SaslServer::Result::kDone: {
+      Credentials c = std::move(sasl_->server.credentials());
+      sasl_.reset();
+      BeginLogin(std::move(c));
+      return;
+    }
+    case SaslServer::Result::kCanceled:
+      sasl_.reset();
+      host_.Send("-ERR Authentication canceled.\r\n");
+      return;
+    case SaslServer::Result::kBad: {
+      std::string why = sasl_->server.error();
+      sasl_.reset();
+      Err(absl::StrCat("Invalid SASL data: ", why));
+      return;
+    }
+  }
+}
+
+void Pop3Front::BeginLogin(Credentials c) {
+  waiting_login_ = true;
+  host_.Login(std::move(c));
+}
+
+void Pop3Front::HandleCommand(const Pop3Command& cmd) {
+  const std::string& name = cmd.name;
+  const auto& args = cmd.args;
+  if (name == "CAPA" && args.empty()) {
+    // RFC 2449 section 5. USER and SASL only where we would accept them.
+    std::string caps =
+        "+OK Capability list follows.\r\n"
+        "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n";
+    if (CanStartTls()) absl::StrAppend(&caps, "STLS\r\n");
+    if (AuthAllowed()) absl::StrAppend(&caps, "USER\r\nSASL ", kMechanisms, "\r\n");
+    absl::StrAppend(&caps, "IMPLEMENTATION Postern\r\n.\r\n");
+    host_.Send(caps);
+    return;
+  }
+  if (name == "NOOP" && args.empty()) {
+    host_.Send("+OK\r\n");
+    return;
+  }
+  if (name == "QUIT" && args.empty()) {
+    // RFC 1939 section 6: QUIT in AUTHORIZATION ends without UPDATE.
+    host_.Send("+OK Logging out.\r\n");
+    EndSession("client quit");
+    return;
+  }
+  if (name == "STLS" && args.empty()) {
+    if (!CanStartTls()) {
+      Err(options_.tls ? "TLS is already active." : "STLS is not available here.");
+      return;
+    }
+    // RFC 2595 section 4.
+    host_.Send("+OK Begin TLS negotiation now.\r\n");
+    if (!host_.StartTls()) {
+      EndSession("TLS could not start");
+      return;
+    }
+    TlsStarted();
+    return;
+  }
+  if ((name == "USER" || name == "PASS") && args.size() == 1) {
+    if (!AuthAllowed()) {
+      host_.Send("-ERR [AUTH] Plaintext authentication disallowed on non-secure connections.\r\n");
+      return;
+    }
+    if (name == "USER") {
+      // RFC 1939 section 13 / DIGEST e.13: +OK whoever it is.
+      pending_user_ = args[0];
+      host_.Send("+OK\r\n");
+      return;
+    }
+    if (pending_user_.empty()) {
+      Err("No user name given (USER first).");
+      return;
+    }
+    Credentials c;
+    c.mechanism = Credentials::Mechanism::kLogin;
+    c.authcid = std::move(pending_user_);
+    pending_user_.clear();
+    c.secret = args[0];
+    BeginLogin(std::move(c));
+    return;
+  }
+  if (name == "AUTH") {
+    if (!args.empty() && args.size() > 2) {
+      Err("AUTH expects a mechanism and an optional initial response.");
+      return;
+    }
+    if (!AuthAllowed()) {
+      host_.Send("-ERR [AUTH] Authentication disallowed on non-secure connections.\r\n");
+      return;
+    }
+    if (args.empty()) {
+      // The mechanism list (as most servers answer a bare AUTH).
+      host_.Send("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+      return;
+    }
+    Credentials::Mechanism m;
+    if (!SaslServer::ParseMechanism(args[0], &m)) {
+      host_.Send("-ERR Unsupported authentication mechanism.\r\n");
+      return;
+    }
+    sasl_ = std::make_unique<Sasl>(m, options_.max_sasl_line);
+    OnSaslResult(
+        sasl_->server.Start(args.size() == 2, args.size() == 2 ? absl::string_view(args[1]) : ""));
+    return;
+  }
+  Err("Unknown command or not allowed before login.");
+}
+
+void Pop3Front::LoginSucceeded(const LoginReply& reply) {
+  waiting_login_ = false;
+  logged_in_ = true;
+  host_.Send(absl::StrCat("+OK ", reply.code.empty() ? "" : absl::StrCat("[", reply.code, "] "),
+                          reply.text.empty() ? "Logged in." : reply.text, "\r\n"));
+  reader_.reset();
+}
+
+void Pop3Front::LoginFailed(const LoginReply& reply) {
+  waiting_login_ = false;
+  switch (reply.kind) {
+    case LoginReply::Kind::kOk:
+    case LoginReply::Kind::kAuthFailed:
+      // RFC 3206 / RFC 2449 section 8: [AUTH] for bad credentials; the
+      // backend's own code (IN-USE, SYS/TEMP, ...) when it gave one.
+      if (reply.code.empty() || absl::EqualsIgnoreCase(reply.code, "AUTH")) {
+        host_.Send("-ERR [AUTH] Authentication failed.\r\n");
+      } else {
+        host_.Send(absl::StrCat("-ERR [", reply.code, "] ",
+                                reply.text.empty() ? "Login failed." : reply.text, "\r\n"));
+      }
+      break;
+    case LoginReply::Kind::kAuthzFailed:
+      host_.Send("-ERR [AUTH] Authorization failed.\r\n");
+      break;
+    case LoginReply::Kind::kUnavailable:
+      host_.Send("-ERR [SYS/TEMP] Backend server unavailable, try again later.\r\n");
+      break;
+  }
+  if (reply.kind != LoginReply::Kind::kUnavailable) ++auth_failures_;
+  if (auth_failures_ >= options_.max_auth_attempts) {
+    host_.Send("-ERR Too many invalid authentication attempts.\r\n");
+    EndSession("too many failed logins");
+  }
+}
+
+}  // namespace postern
