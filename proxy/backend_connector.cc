@@ -1,4 +1,4 @@
-#include "proxy/backend_login.h"
+#include "proxy/backend_connector.h"
 
 #include <utility>
 
@@ -21,9 +21,9 @@ constexpr char kPostCapTag[] = "P4";
 
 }  // namespace
 
-BackendLogin::BackendLogin(Poller& poller, BufferPool& pool, const BackendConfig& backend,
-                           Protocol protocol, const TimeoutsConfig& timeouts, LoginRequest request,
-                           Done done)
+BackendConnector::BackendConnector(Poller& poller, BufferPool& pool, const BackendConfig& backend,
+                                   Protocol protocol, const TimeoutsConfig& timeouts,
+                                   LoginRequest request, Done done)
     : poller_(poller),
       pool_(pool),
       backend_(backend),
@@ -33,9 +33,9 @@ BackendLogin::BackendLogin(Poller& poller, BufferPool& pool, const BackendConfig
       done_(std::move(done)),
       splitter_(kMaxBackendLine) {}
 
-BackendLogin::~BackendLogin() = default;
+BackendConnector::~BackendConnector() = default;
 
-void BackendLogin::Start() {
+void BackendConnector::Start() {
   timer_.Init(poller_.loop());
   conn_ = Connection::Create(poller_, pool_, this);
   const SocketAddress& addr = target();
@@ -51,7 +51,7 @@ void BackendLogin::Start() {
   });
 }
 
-void BackendLogin::OnConnected(Connection& c, int status) {
+void BackendConnector::OnConnected(Connection& c, int status) {
   const SocketAddress& addr = target();
   if (status != 0) {
     Unavailable(absl::StrCat("connect ", addr.text, ": ", uv_strerror(status)));
@@ -65,11 +65,11 @@ void BackendLogin::OnConnected(Connection& c, int status) {
   c.StartReading();
 }
 
-void BackendLogin::OnEnd(Connection&, absl::string_view reason) {
+void BackendConnector::OnEnd(Connection&, absl::string_view reason) {
   Unavailable(absl::StrCat("backend closed during login: ", reason));
 }
 
-void BackendLogin::OnData(Connection& c) {
+void BackendConnector::OnData(Connection& c) {
   Buffer& in = c.input();
   while (state_ != State::kDone) {
     absl::string_view line;
@@ -85,6 +85,16 @@ void BackendLogin::OnData(Connection& c) {
     }
     std::string copy(line);  // the view dies with the drain below
     in.Drain(consumed);
+    // A line that was already here when we sent our last command was sent
+    // before the backend could have read that command: it cannot be the
+    // answer. Only untagged IMAP data may come unasked; anything else is a
+    // broken (or hostile) backend trying to answer for us.
+    const bool stale = stale_ > 0;
+    stale_ = stale_ > consumed ? stale_ - consumed : 0;
+    if (stale && (protocol_ != Protocol::kImap || !absl::StartsWith(copy, "* "))) {
+      Unavailable("backend answered a command before it was sent");
+      return;
+    }
     if (protocol_ == Protocol::kImap) {
       HandleImapLine(copy);
     } else {
@@ -93,14 +103,14 @@ void BackendLogin::OnData(Connection& c) {
   }
 }
 
-bool BackendLogin::HasCap(absl::string_view cap) const {
+bool BackendConnector::HasCap(absl::string_view cap) const {
   for (const std::string& c : caps_) {
     if (absl::EqualsIgnoreCase(c, cap)) return true;
   }
   return false;
 }
 
-void BackendLogin::HandleImapLine(absl::string_view line) {
+void BackendConnector::HandleImapLine(absl::string_view line) {
   ImapResponse r = ParseImapResponseLine(line);
   if (r.kind == ImapResponse::Kind::kInvalid) {
     Unavailable(absl::StrCat("backend sent an invalid line: ", line.substr(0, 80)));
@@ -121,7 +131,7 @@ void BackendLogin::HandleImapLine(absl::string_view line) {
         SendImapLogin();
       } else {
         state_ = State::kCapability;
-        conn_->Write(absl::StrCat(kCapTag, " CAPABILITY\r\n"));
+        Send(absl::StrCat(kCapTag, " CAPABILITY\r\n"));
       }
       return;
     }
@@ -144,7 +154,13 @@ void BackendLogin::HandleImapLine(absl::string_view line) {
         } else {
           // A "+" we did not ask for (e.g. a SASL challenge after PLAIN):
           // cancel (RFC 9051 section 6.2.2) and let the tagged answer decide.
-          conn_->Write("*\r\n");
+          // Once: a backend that keeps asking is broken.
+          if (canceled_) {
+            Unavailable("backend keeps sending continuation requests");
+            return;
+          }
+          canceled_ = true;
+          Send("*\r\n");
         }
         return;
       }
@@ -162,7 +178,7 @@ void BackendLogin::HandleImapLine(absl::string_view line) {
             // RFC 9051 section 6.2.3: the server may omit them; ask.
             pending_ = std::move(o);
             state_ = State::kPostCapability;
-            conn_->Write(absl::StrCat(kPostCapTag, " CAPABILITY\r\n"));
+            Send(absl::StrCat(kPostCapTag, " CAPABILITY\r\n"));
           }
         } else if (absl::EqualsIgnoreCase(r.status, "NO")) {
           o.kind = LoginOutcome::Kind::kAuthFailed;
@@ -188,7 +204,7 @@ void BackendLogin::HandleImapLine(absl::string_view line) {
   }
 }
 
-void BackendLogin::SendImapLogin() {
+void BackendConnector::SendImapLogin() {
   state_ = State::kLogin;
   chunks_.clear();
   next_chunk_ = 0;
@@ -234,12 +250,17 @@ void BackendLogin::SendImapLogin() {
   SendNextChunk();
 }
 
-void BackendLogin::SendNextChunk() {
-  conn_->Write(chunks_[next_chunk_]);
+void BackendConnector::SendNextChunk() {
+  Send(chunks_[next_chunk_]);
   ++next_chunk_;
 }
 
-void BackendLogin::HandlePop3Line(absl::string_view line) {
+void BackendConnector::Send(absl::string_view command) {
+  conn_->Write(command);
+  stale_ = conn_->input().size();
+}
+
+void BackendConnector::HandlePop3Line(absl::string_view line) {
   Pop3Response r = ParsePop3ResponseLine(line);
   switch (state_) {
     case State::kGreeting:
@@ -250,12 +271,12 @@ void BackendLogin::HandlePop3Line(absl::string_view line) {
       if (backend_.pop3_login == Pop3BackendLogin::kPlain) {
         // RFC 5034 section 4: AUTH with an initial response.
         state_ = State::kPop3Pass;
-        conn_->Write(absl::StrCat(
-            "AUTH PLAIN ", EncodeSaslPlain(request_.authzid, request_.user, request_.password),
-            "\r\n"));
+        Send(absl::StrCat("AUTH PLAIN ",
+                          EncodeSaslPlain(request_.authzid, request_.user, request_.password),
+                          "\r\n"));
       } else {
         state_ = State::kPop3User;
-        conn_->Write(absl::StrCat("USER ", request_.user, "\r\n"));
+        Send(absl::StrCat("USER ", request_.user, "\r\n"));
       }
       return;
     case State::kPop3User:
@@ -269,11 +290,17 @@ void BackendLogin::HandlePop3Line(absl::string_view line) {
         return;
       }
       state_ = State::kPop3Pass;
-      conn_->Write(absl::StrCat("PASS ", request_.password, "\r\n"));
+      Send(absl::StrCat("PASS ", request_.password, "\r\n"));
       return;
     case State::kPop3Pass: {
       if (r.kind == Pop3Response::Kind::kContinuation) {
-        conn_->Write("*\r\n");  // an unexpected SASL challenge: cancel
+        // An unexpected SASL challenge: cancel, once.
+        if (canceled_) {
+          Unavailable("backend keeps sending continuation requests");
+          return;
+        }
+        canceled_ = true;
+        Send("*\r\n");
         return;
       }
       LoginOutcome o;
@@ -296,11 +323,11 @@ void BackendLogin::HandlePop3Line(absl::string_view line) {
   }
 }
 
-void BackendLogin::Unavailable(std::string detail) {
+void BackendConnector::Unavailable(std::string detail) {
   Finish(LoginOutcome::Failure(LoginOutcome::Kind::kUnavailable, std::move(detail)));
 }
 
-void BackendLogin::Finish(LoginOutcome outcome) {
+void BackendConnector::Finish(LoginOutcome outcome) {
   if (state_ == State::kDone) return;
   state_ = State::kDone;
   timer_.Stop();

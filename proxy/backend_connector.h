@@ -42,13 +42,14 @@ struct LoginRequest {
   std::string imap_id_args;  // "(...)" to send as IMAP ID before login, or ""
 };
 
-class BackendLogin : public ConnectionHandler {
+class BackendConnector : public ConnectionHandler {
  public:
   using Done = std::function<void(LoginOutcome, ConnectionPtr)>;
 
-  BackendLogin(Poller& poller, BufferPool& pool, const BackendConfig& backend, Protocol protocol,
-               const TimeoutsConfig& timeouts, LoginRequest request, Done done);
-  ~BackendLogin() override;
+  BackendConnector(Poller& poller, BufferPool& pool, const BackendConfig& backend,
+                   Protocol protocol, const TimeoutsConfig& timeouts, LoginRequest request,
+                   Done done);
+  ~BackendConnector() override;
 
   // Starts connecting; `done` is called later, exactly once, unless the
   // object is destroyed first (then nothing is called).
@@ -76,6 +77,8 @@ class BackendLogin : public ConnectionHandler {
   void HandlePop3Line(absl::string_view line);
   void SendImapLogin();
   void SendNextChunk();
+  // Writes a command; lines already buffered cannot be its answer (stale_).
+  void Send(absl::string_view command);
   void Finish(LoginOutcome outcome);
   void Unavailable(std::string detail);
   bool HasCap(absl::string_view cap) const;
@@ -100,7 +103,9 @@ class BackendLogin : public ConnectionHandler {
   size_t next_chunk_ = 0;
   std::string login_tag_;
   std::string post_caps_;
-  LoginOutcome pending_;  // the login answer while post-login CAPABILITY runs
+  LoginOutcome pending_;   // the login answer while post-login CAPABILITY runs
+  size_t stale_ = 0;       // input bytes that arrived before our last command
+  bool canceled_ = false;  // an unexpected continuation was answered with "*"
 };
 
 }  // namespace postern

@@ -709,7 +709,8 @@ absl::Status Parser::ParseLimits(const Field& f, LimitsConfig& limits) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
       Mapping m,
       ReadMapping(f, {"max_line", "max_prelogin_literal", "error_budget", "relay_high_watermark",
-                      "relay_low_watermark", "max_auth_attempts"}));
+                      "relay_low_watermark", "max_auth_attempts", "max_pending_replies",
+                      "max_connections_per_ip", "max_prelogin_sessions"}));
   constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
   if (const Field* x = m.Find("max_line")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(limits.max_line, Size(*x, 512));
@@ -744,15 +745,27 @@ absl::Status Parser::ParseLimits(const Field& f, LimitsConfig& limits) const {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 1, kMaxU32));
     limits.max_auth_attempts = static_cast<uint32_t>(v);
   }
+  if (const Field* x = m.Find("max_pending_replies")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(limits.max_pending_replies, Size(*x, 512));
+  }
+  if (const Field* x = m.Find("max_connections_per_ip")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, kMaxU32));
+    limits.max_connections_per_ip = static_cast<uint32_t>(v);
+  }
+  if (const Field* x = m.Find("max_prelogin_sessions")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, kMaxU32));
+    limits.max_prelogin_sessions = static_cast<uint32_t>(v);
+  }
   return absl::OkStatus();
 }
 
 absl::Status Parser::ParseTimeouts(const Field& f, TimeoutsConfig& timeouts) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
-      Mapping m, ReadMapping(f, {"login", "backend_connect", "backend_login", "imap_idle",
-                                 "pop3_idle", "shutdown_grace"}));
+      Mapping m, ReadMapping(f, {"login", "login_deadline", "backend_connect", "backend_login",
+                                 "imap_idle", "pop3_idle", "shutdown_grace"}));
   const std::pair<absl::string_view, TimeoutsConfig::Ms*> slots[] = {
       {"login", &timeouts.login},
+      {"login_deadline", &timeouts.login_deadline},
       {"backend_connect", &timeouts.backend_connect},
       {"backend_login", &timeouts.backend_login},
       {"imap_idle", &timeouts.imap_idle},

@@ -70,18 +70,34 @@ struct TlsConfig {
 };
 
 struct LimitsConfig {
-  size_t max_line = 8192;               // limits.max_line: bytes in one command line before login
+  // limits.max_line: bytes in one command line before login. A maximal
+  // RFC 2971 ID command (30 pairs, 1024-octet values, quoted with escapes)
+  // is about 62 KB; memory for a long line is held only while it is read.
+  size_t max_line = 64 * 1024;
   size_t max_prelogin_literal = 65536;  // limits.max_prelogin_literal
   uint32_t error_budget = 10;  // limits.error_budget: bad commands before the session is closed
   size_t relay_high_watermark =
       256 * 1024;  // limits.relay_high_watermark: bytes queued toward one side
   size_t relay_low_watermark = 64 * 1024;  // limits.relay_low_watermark
   uint32_t max_auth_attempts = 3;  // limits.max_auth_attempts: failed logins before disconnect
+  // limits.max_pending_replies: replies queued toward a client before login
+  // past which its commands are not parsed nor its socket read until they
+  // drain (Dovecot's pre-login output limit is 4 KiB).
+  size_t max_pending_replies = 4096;
+  // limits.max_connections_per_ip: concurrent connections from one client
+  // IP (all workers together); 0: no cap.
+  uint32_t max_connections_per_ip = 256;
+  // limits.max_prelogin_sessions: concurrent sessions before login, per
+  // worker; 0: no cap.
+  uint32_t max_prelogin_sessions = 5000;
 };
 
 struct TimeoutsConfig {
   using Ms = std::chrono::milliseconds;
-  Ms login{60'000};           // timeouts.login: a client silent this long before login is closed
+  Ms login{60'000};  // timeouts.login: a client silent this long before login is closed
+  // timeouts.login_deadline: the whole pre-login phase, however active the
+  // client is (Dovecot: 3 minutes).
+  Ms login_deadline{180'000};
   Ms backend_connect{5'000};  // timeouts.backend_connect: TCP connect
   Ms backend_login{15'000};   // timeouts.backend_login: greeting + login answer
   Ms imap_idle{

@@ -88,31 +88,39 @@ void Connection::SetSocketOptions() {
 
 void Connection::UpdateInterest(bool settle) {
   if (fd_ < 0) return;
-  uint32_t want =
-      (reading_ ? EPOLLIN : 0u) | (want_write_ || connecting_ || raw_write_wait_ ? EPOLLOUT : 0u);
+  // EPOLLRDHUP with EPOLLIN: a peer's FIN is reported as such (it comes with
+  // EPOLLIN too, and the read that follows sees the EOF).
+  uint32_t want = (reading_ ? EPOLLIN | EPOLLRDHUP : 0u) |
+                  (want_write_ || connecting_ || raw_write_wait_ ? EPOLLOUT : 0u);
   // A paused socket stays registered for EPOLLIN until an event finds it
   // paused (settle): most pauses (a login waiting for the backend, a
   // backend between login and relay) see no bytes, and cost no syscall.
-  if (!settle) want |= interest_ & EPOLLIN;
-  if (want == interest_) return;
-  int r = 0;
-  if (want == 0) {
-    // Not watched at all: a paused socket that the peer hangs up would
-    // otherwise report EPOLLHUP on every turn. Watching again reports it.
+  if (!settle) want |= interest_ & (EPOLLIN | EPOLLRDHUP);
+  // A paused socket stays in the set with no events: epoll still reports
+  // EPOLLERR and EPOLLHUP, so a peer that resets while we do not read is
+  // noticed at once (OnReady). Only a peer already gone, with nothing left
+  // to write, leaves the set (a hang-up is level-triggered and would be
+  // reported on every turn).
+  const bool watch = want != 0 || !ended_;
+  if (watch == registered_ && (!watch || want == interest_)) return;
+  if (!watch) {
     poller_->Remove(fd_, this);
-  } else if (interest_ == 0) {
-    r = poller_->Add(fd_, want, this);
-  } else {
-    r = poller_->Modify(fd_, want, this);
+    registered_ = false;
+    interest_ = 0;
+    return;
   }
+  int r = registered_ ? poller_->Modify(fd_, want, this) : poller_->Add(fd_, want, this);
   if (r != 0) {
     // Only when the kernel refuses epoll memory (max_user_watches): the
     // socket stays unwatched (never a callback from inside the caller); the
     // session's timeout or the linger timer ends it.
     spdlog::error("epoll_ctl fd {}: {}", fd_, std::strerror(-r));
-    if (interest_ != 0) poller_->Remove(fd_, this);
-    want = 0;
+    if (registered_) poller_->Remove(fd_, this);
+    registered_ = false;
+    interest_ = 0;
+    return;
   }
+  registered_ = true;
   interest_ = want;
 }
 
@@ -137,13 +145,23 @@ void Connection::OnReady(uint32_t events) {
     if (fd_ < 0) return;
     UpdateInterest();  // after: a receiver still full asks again, no syscall
   }
-  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) == 0) return;
   if (!reading_) {
-    // Paused, and the peer sent something or hung up: stop watching now
-    // (level-triggered, it would report it again on every turn).
-    UpdateInterest(/*settle=*/true);
+    if ((events & (EPOLLERR | EPOLLHUP)) != 0 && !closing_) {
+      // Not reading (backpressure, a login in progress), and the peer reset
+      // or both directions are shut: it is gone, whatever it still had to
+      // say was discarded by the kernel.
+      int err = 0;
+      socklen_t len = sizeof(err);
+      getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+      Fail(err != 0 ? absl::StrCat("peer gone: ", std::strerror(err)) : "peer hung up");
+      return;
+    }
+    // Paused, and the peer sent something or half-closed: stop watching
+    // reads now (level-triggered, it would report it again on every turn).
+    if ((events & (EPOLLIN | EPOLLRDHUP)) != 0) UpdateInterest(/*settle=*/true);
     return;
   }
+  if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) == 0) return;
   if (raw_ && handler_ != nullptr) {
     handler_->OnReadable(*this);
   } else {
@@ -212,6 +230,7 @@ void Connection::HandleRead(ssize_t nread) {
   }
   if (engine_) {
     size_t before = input_.size();
+    const bool was_ready = engine_->handshake_done();
     TlsEngine::Result r = engine_->Read(input_);
     bytes_in_ += input_.size() - before;
     out_.MoveFrom(engine_->cipher_out());
@@ -220,7 +239,17 @@ void Connection::HandleRead(ssize_t nread) {
       Fail(absl::StrCat("tls error: ", engine_->error()));
       return;
     }
+    if (!was_ready && engine_->handshake_done() && handler_ != nullptr && !closing_) {
+      handler_->OnTlsReady(*this);
+      if (closing_ || ended_ || handler_ == nullptr) return;
+    }
     if (r == TlsEngine::Result::kClosed) {
+      // What arrived in the same records as the close_notify is the
+      // client's last word (a LOGOUT, a command): hand it on first.
+      if (!input_.empty() && handler_ != nullptr) {
+        handler_->OnData(*this);
+        if (closing_ || ended_) return;
+      }
       Fail("peer sent close_notify");
       return;
     }
@@ -318,8 +347,9 @@ void Connection::WriteFailed() {
   }
 }
 
-void Connection::StartServerTls(const TlsContext& ctx) {
+bool Connection::StartServerTls(const TlsContext& ctx) {
   engine_ = TlsEngine::CreateServer(ctx, *pool_);
+  return engine_ != nullptr;
 }
 
 const char* Connection::tls_version() const {
@@ -404,7 +434,12 @@ void Connection::FinishClose() {
   want_write_ = false;
   connecting_ = false;
   if (fd_ >= 0) {
-    if (interest_ != 0) poller_->Forget(this);  // close() drops the registration
+    // Out of the epoll set before close(2): a registration belongs to the
+    // open file, not the fd, and would outlive a close if the file were
+    // ever shared (a dup, an inherited fd), reporting events for freed
+    // memory.
+    if (registered_) poller_->Remove(fd_, this);
+    registered_ = false;
     interest_ = 0;
     close(fd_);
     fd_ = -1;

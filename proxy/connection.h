@@ -52,6 +52,9 @@ class ConnectionHandler {
   virtual void OnReadable(Connection& c);
   // Raw mode only: the socket became writable after WaitWritable().
   virtual void OnWritable(Connection& /*c*/) {}
+  // The server-side TLS handshake just finished (what was written before it
+  // has been flushed to the peer).
+  virtual void OnTlsReady(Connection& /*c*/) {}
 };
 
 class Connection final : private Poller::Watcher {
@@ -115,7 +118,9 @@ class Connection final : private Poller::Watcher {
   bool above_high_watermark() const { return out_.size() > high_; }
 
   // Server-side TLS from now on: whatever arrives next is a ClientHello.
-  void StartServerTls(const TlsContext& ctx);
+  // False when no engine could be made (then nothing may go on in
+  // plaintext: the caller ends the session).
+  [[nodiscard]] bool StartServerTls(const TlsContext& ctx);
   bool tls() const { return engine_ != nullptr; }
   const char* tls_version() const;
   bool handshake_done() const { return engine_ != nullptr && engine_->handshake_done(); }
@@ -192,6 +197,7 @@ class Connection final : private Poller::Watcher {
   bool closing_ : 1 = false;
   bool ended_ : 1 = false;  // peer EOF/error seen
   bool shutdown_sent_ : 1 = false;
+  bool registered_ : 1 = false;  // the fd is in the poller's epoll set
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
 };

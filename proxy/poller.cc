@@ -4,6 +4,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 
 #include "spdlog/spdlog.h"
 
@@ -52,7 +53,11 @@ int Poller::Modify(int fd, uint32_t events, Watcher* w) {
 }
 
 void Poller::Remove(int fd, Watcher* w) {
-  if (epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr) != 0) return;
+  // Our books follow even when the kernel had no registration left (ENOENT
+  // or EBADF): the watcher is not called again either way.
+  if (epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr) != 0) {
+    spdlog::debug("epoll_ctl DEL fd {}: {}", fd, std::strerror(errno));
+  }
   Forget(w);
 }
 
@@ -82,7 +87,23 @@ void Poller::UpdateHandle() {
 
 void Poller::OnPoll(uv_poll_t* h, int status, int) {
   auto* self = static_cast<Poller*>(h->data);
-  if (self == nullptr || status < 0) return;
+  if (self == nullptr) return;
+  if (status < 0) {
+    // libuv could not poll the epoll fd (it reports the error of its own
+    // epoll_ctl or of the poll). The epoll set itself is still ours: log
+    // (at most once a minute) and ask it directly, so no ready socket is
+    // left waiting.
+    ++self->poll_errors_;
+    uint64_t now = uv_now(self->loop_);
+    if (self->last_error_log_ms_ == 0 || now - self->last_error_log_ms_ >= 60'000) {
+      spdlog::error("poller: uv_poll reported {} ({} time(s) since the last report)",
+                    uv_strerror(status), self->poll_errors_);
+      self->poll_errors_ = 0;
+      self->last_error_log_ms_ = now;
+    }
+    // libuv stops a poll handle that reported an error: watch again.
+    if (self->watched_ > 0) uv_poll_start(h, UV_READABLE, &Poller::OnPoll);
+  }
   self->Dispatch();
 }
 

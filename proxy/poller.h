@@ -13,10 +13,13 @@
 // libuv. Level-triggered: a watcher that stops early (backpressure) is
 // called again on the next turn while the socket is still ready.
 //
-// Lifetime: a Watcher must Remove() its fd before it is freed, and must not
-// be freed inside its own OnReady (Connection frees itself from a libuv
-// close callback, which runs after the dispatch). Events still pending in the
-// current batch for a removed fd are dropped.
+// Lifetime: a Watcher must Remove() its fd before the fd is closed and
+// before the watcher is freed (an epoll registration belongs to the open
+// file, not the fd number: one that outlived a close(2) through a shared
+// file would report events for freed memory), and must not be freed inside
+// its own OnReady (Connection frees itself from a libuv close callback,
+// which runs after the dispatch). Events still pending in the current batch
+// for a removed fd are dropped.
 
 #include <sys/epoll.h>
 #include <uv.h>
@@ -47,18 +50,16 @@ class Poller {
 
   uv_loop_t* loop() const { return loop_; }
 
-  // 0 or -errno. `events` is a mask of EPOLLIN / EPOLLOUT (EPOLLERR and
-  // EPOLLHUP are always reported).
+  // 0 or -errno. `events` is a mask of EPOLLIN / EPOLLOUT / EPOLLRDHUP, or 0
+  // (EPOLLERR and EPOLLHUP are always reported, also with no events asked).
   int Add(int fd, uint32_t events, Watcher* w);
   int Modify(int fd, uint32_t events, Watcher* w);
   void Remove(int fd, Watcher* w);
-  // For an fd about to be closed: close(2) drops its registration (these
-  // fds are never duplicated), so only our books and this batch's pending
-  // events are updated, without a syscall.
-  void Forget(Watcher* w);
   size_t watched() const { return watched_; }
 
  private:
+  // Our books and this batch's pending events, after a removal.
+  void Forget(Watcher* w);
   int Ctl(int op, int fd, uint32_t events, Watcher* w);
   static void OnPoll(uv_poll_t* h, int status, int events);
   void Dispatch();
@@ -68,6 +69,8 @@ class Poller {
   int epfd_ = -1;
   size_t watched_ = 0;
   bool dispatching_ = false;
+  uint64_t poll_errors_ = 0;  // failed uv_poll callbacks (logged once a minute)
+  uint64_t last_error_log_ms_ = 0;
   UvHandle<uv_poll_t> handle_;
   std::vector<epoll_event> events_;
 };

@@ -34,7 +34,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Create(std::shared_ptr<const Con
 }
 
 Server::Server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls)
-    : config_(std::move(config)), tls_(std::move(tls)) {
+    : config_(std::move(config)),
+      tls_(std::move(tls)),
+      limiter_(config_->limits.max_connections_per_ip) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &worker_exit_, [](uv_async_t* a) {
     auto* self = static_cast<Server*>(a->data);
@@ -47,7 +49,7 @@ Server::Server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
   worker_exit_.data = this;
   int n = WorkerCount(config_->workers);
   for (int i = 0; i < n; ++i) {
-    workers_.push_back(std::make_unique<Worker>(i, config_, tls_, [this] {
+    workers_.push_back(std::make_unique<Worker>(i, config_, tls_, limiter_, [this] {
       running_.fetch_sub(1);
       uv_async_send(&worker_exit_);
     }));

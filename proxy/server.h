@@ -28,6 +28,7 @@ class Server {
 
   std::shared_ptr<const Config> config_;
   std::shared_ptr<const TlsContext> tls_;
+  ConnectionLimiter limiter_;  // connections per client IP, all workers
   uv_loop_t loop_;
   uv_async_t worker_exit_;
   uv_signal_t sigterm_;

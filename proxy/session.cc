@@ -1,475 +1,376 @@
 #include "proxy/session.h"
 
-#include <fcntl.h>
-#include <unistd.h>
+#include <openssl/rand.h>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <utility>
 
-#include "absl/strings/match.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "protocol/sasl.h"
-#include "proxy/imap_session.h"
-#include "proxy/pop3_session.h"
+#include "protocol/imap_front.h"
+#include "protocol/imap_string.h"
+#include "protocol/pop3_front.h"
+#include "proxy/log_text.h"
+#include "proxy/relay.h"
 #include "proxy/worker.h"
 #include "spdlog/spdlog.h"
 
 namespace postern {
 namespace {
 
-// LOGIN mechanism prompts: base64 of "Username:" and "Password:"
-// (draft-murchison-sasl-login).
-constexpr char kLoginUserPrompt[] = "+ VXNlcm5hbWU6\r\n";
-constexpr char kLoginPassPrompt[] = "+ UGFzc3dvcmQ6\r\n";
-
 // During shutdown a closing connection waits at most this long for its peer.
 constexpr uint32_t kShutdownLingerMs = 500;
-
-// "ip:port" / "[v6]:port" -> ip (no brackets) and port.
-void SplitAddress(absl::string_view addr, absl::string_view* ip, absl::string_view* port) {
-  *ip = addr;
-  *port = {};
-  size_t colon = addr.rfind(':');
-  if (colon != absl::string_view::npos) {
-    *ip = addr.substr(0, colon);
-    *port = addr.substr(colon + 1);
-  }
-  if (absl::StartsWith(*ip, "[") && absl::EndsWith(*ip, "]")) *ip = ip->substr(1, ip->size() - 2);
-}
+// A refused connection gets this long for its TLS handshake and the notice.
+constexpr uint64_t kRefuseTimeoutMs = 10'000;
 
 bool HasCrLfNul(absl::string_view s) {
   return s.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
 }
 
-}  // namespace
-
-std::unique_ptr<Session> Session::Create(Worker& worker, const ListenerConfig& listener,
-                                         ConnectionPtr client) {
-  if (listener.protocol == Protocol::kImap) {
-    return std::make_unique<ImapSession>(worker, listener, std::move(client));
-  }
-  return std::make_unique<Pop3Session>(worker, listener, std::move(client));
+// Random, so that a session id cannot be guessed or made to collide; the
+// alphabet is base64's without padding, 16 characters as Dovecot's own ids
+// (and under its 64-character limit for x-session-id).
+std::array<char, 16> NewSessionId() {
+  uint8_t raw[12];
+  RAND_bytes(raw, sizeof(raw));
+  std::string b64 = absl::Base64Escape(absl::string_view(reinterpret_cast<char*>(raw), 12));
+  std::array<char, 16> id;
+  for (size_t i = 0; i < id.size(); ++i) id[i] = b64[i];
+  return id;
 }
 
-Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client)
+}  // namespace
+
+Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client,
+                 const PeerAddress& peer)
     : worker_(worker),
       listener_(listener),
       config_(worker.config_ptr()),
       client_(std::move(client)),
-      started_(std::chrono::steady_clock::now()) {
+      started_(std::chrono::steady_clock::now()),
+      peer_(peer),
+      id_(NewSessionId()) {
   client_->set_handler(this);
 }
 
+Session::~Session() = default;
+
 void Session::Start() {
-  if (client_address_.empty()) client_address_ = client_->PeerAddress();
-  const size_t high = config_->limits.relay_high_watermark;
-  const size_t low = config_->limits.relay_low_watermark;
-  client_->SetWatermarks(high, low);
-  if (listener_.tls == TlsMode::kImplicit) client_->StartServerTls(*worker_.tls());
+  const LimitsConfig& limits = config_->limits;
+  FrontOptions o;
+  o.hostname = config_->hostname;
+  o.tls = listener_.tls == TlsMode::kImplicit;
+  o.starttls = listener_.tls == TlsMode::kStartTls;
+  o.allow_plaintext_auth = listener_.allow_plaintext_auth;
+  o.max_line = limits.max_line;
+  o.max_literal = limits.max_prelogin_literal;
+  o.max_sasl_line = limits.max_line;
+  o.error_budget = limits.error_budget;
+  o.max_auth_attempts = limits.max_auth_attempts;
+  if (listener_.protocol == Protocol::kImap) {
+    front_ = std::make_unique<ImapFront>(*this, std::move(o));
+  } else {
+    front_ = std::make_unique<Pop3Front>(*this, std::move(o));
+  }
+  counted_prelogin_ = true;
+  worker_.PreloginStarted();
+  // OnDrained comes when the replies a blocked client owes fall to half the
+  // bound: then its commands are read again (ProcessInput).
+  client_->SetWatermarks(limits.max_pending_replies, limits.max_pending_replies / 2);
+  if (listener_.tls == TlsMode::kImplicit && !client_->StartServerTls(*worker_.tls())) {
+    End("tls: no engine");
+    return;
+  }
   // With implicit TLS the greeting waits inside the engine until the
   // handshake is done.
-  Send(Greeting());
-  ArmTimer();
+  front_->Start();
+  const uint64_t now = uv_now(worker_.loop());
+  login_deadline_ms_ = now + static_cast<uint64_t>(config_->timeouts.login_deadline.count());
+  ArmIdle();
   client_->StartReading();
 }
 
-absl::string_view Session::client_ip() const {
-  absl::string_view ip, port;
-  SplitAddress(client_address_, &ip, &port);
-  return ip;
+void Session::Refuse(absl::string_view notice, const char* reason) {
+  state_ = State::kRefusing;
+  refuse_reason_ = reason;
+  idle_deadline_ms_ = uv_now(worker_.loop()) + kRefuseTimeoutMs;
+  if (listener_.tls == TlsMode::kImplicit) {
+    // The client expects TLS from the first byte: the notice goes out after
+    // the handshake (OnTlsReady), bounded by kRefuseTimeoutMs.
+    if (!client_->StartServerTls(*worker_.tls())) {
+      End(reason);
+      return;
+    }
+    Send(notice);
+    client_->StartReading();
+    return;
+  }
+  Send(notice);
+  End(reason);
 }
 
-absl::string_view Session::client_port() const {
-  absl::string_view ip, port;
-  SplitAddress(client_address_, &ip, &port);
-  return port;
-}
-
-bool Session::AuthAllowed() const { return client_->tls() || listener_.allow_plaintext_auth; }
-
-bool Session::CanStartTls() const { return listener_.tls == TlsMode::kStartTls && !client_->tls(); }
-
-void Session::StartTls() {
-  client_->input().Clear();
-  client_->StartServerTls(*worker_.tls());
-}
-
-void Session::ArmTimer() {
+void Session::ArmIdle() {
   std::chrono::milliseconds t = config_->timeouts.login;
-  if (state_ == State::kRelay) {
+  if (state_ == State::kStage) {
     t = listener_.protocol == Protocol::kImap ? config_->timeouts.imap_idle
                                               : config_->timeouts.pop3_idle;
   }
-  deadline_ms_ = uv_now(worker_.loop()) + static_cast<uint64_t>(t.count());
+  idle_deadline_ms_ = uv_now(worker_.loop()) + static_cast<uint64_t>(t.count());
 }
 
 void Session::CheckTimeout(uint64_t now_ms) {
-  if (deadline_ms_ == 0 || now_ms < deadline_ms_ || state_ == State::kEnded) return;
-  if (state_ == State::kPreLogin) Send(TimeoutNotice());
-  End(state_ == State::kRelay ? "idle timeout" : "login timeout");
+  if (state_ == State::kEnded) return;
+  const bool imap = listener_.protocol == Protocol::kImap;
+  if (prelogin() && now_ms >= login_deadline_ms_) {
+    // However active the client is: the whole pre-login phase is bounded
+    // (Dovecot closes at 3 minutes, CLIENT_LOGIN_TIMEOUT_MSECS).
+    Send(NoticeText(imap, Notice::kDeadline));
+    End("login deadline");
+    return;
+  }
+  if (idle_deadline_ms_ == 0 || now_ms < idle_deadline_ms_) return;
+  if (state_ == State::kFront) Send(NoticeText(imap, Notice::kTimeout));
+  End(state_ == State::kStage      ? "idle timeout"
+      : state_ == State::kRefusing ? refuse_reason_
+                                   : "login timeout");
 }
 
 void Session::OnData(Connection& c) {
-  if (state_ == State::kEnded) return;
-  if (state_ == State::kRelay) {
-    ArmTimer();
-    if (&c == client_.get()) {
-      RelayFrom(*client_, *backend_);
-    } else {
-      RelayFrom(*backend_, *client_);
-    }
+  if (state_ == State::kRefusing) {
+    c.input().Clear();
     return;
   }
-  if (&c != client_.get()) return;
-  if (state_ == State::kPreLogin) ArmTimer();
+  if (state_ != State::kFront) return;
+  ArmIdle();
   ProcessInput();
 }
 
 void Session::ProcessInput() {
-  while (state_ == State::kPreLogin && !client_->input().empty()) {
-    bool progressed = sasl_ != nullptr ? ProcessSaslLine() : ProcessCommand();
-    if (!progressed) break;
-  }
-}
-
-void Session::OnDrained(Connection& c) {
-  if (state_ != State::kRelay) return;
-  // The side that was slow caught up: read from its peer again.
-  if (&c == client_.get()) {
-    backend_->StartReading();
-  } else {
-    client_->StartReading();
-  }
-}
-
-void Session::OnEnd(Connection& c, absl::string_view reason) {
-  if (state_ == State::kEnded) return;
-  const bool client_side = &c == client_.get();
-  End(absl::StrCat(client_side ? "client: " : "backend: ", reason));
-}
-
-bool Session::SpendError() {
-  if (++errors_ < config_->limits.error_budget) return true;
-  Send(listener_.protocol == Protocol::kImap ? "* BYE Too many invalid commands.\r\n"
-                                             : "-ERR Too many invalid commands.\r\n");
-  End("too many invalid commands");
-  return false;
-}
-
-Session::SaslMech Session::ParseSaslMech(absl::string_view name) {
-  if (absl::EqualsIgnoreCase(name, "PLAIN")) return SaslMech::kPlain;
-  if (absl::EqualsIgnoreCase(name, "LOGIN")) return SaslMech::kLogin;
-  return SaslMech::kNone;
-}
-
-void Session::StartSasl(SaslMech mech, bool has_ir, absl::string_view ir) {
-  if (!has_ir) {
-    sasl_ = std::make_unique<SaslState>(mech, config_->limits.max_line);
-    Send(mech == SaslMech::kLogin ? kLoginUserPrompt : "+ \r\n");
-    return;
-  }
-  // Process the initial response as if it were the first line.
-  if (mech == SaslMech::kPlain) {
-    absl::StatusOr<SaslPlain> p = DecodeSaslPlain(ir == "=" ? "" : ir);
-    if (!p.ok()) {
-      ReplyAuthBad(p.status().message());
+  while (state_ == State::kFront) {
+    // Replies to a client that does not read stay bounded: past
+    // limits.max_pending_replies no more of its commands are parsed and its
+    // socket is not read until they drain (OnDrained).
+    if (client_->pending() > config_->limits.max_pending_replies) {
+      blocked_ = true;
+      client_->StopReading();
       return;
     }
-    BeginLogin(std::move(p->authcid), std::move(p->password), std::move(p->authzid));
-    return;
+    if (front_->ProcessOne(client_->input()) != Front::Step::kHandled) return;
   }
-  absl::StatusOr<std::string> u = DecodeBase64Strict(ir == "=" ? "" : ir);
-  if (!u.ok() || u->empty()) {
-    ReplyAuthBad("Invalid base64 data in the initial response.");
-    return;
-  }
-  sasl_ = std::make_unique<SaslState>(mech, config_->limits.max_line);
-  sasl_->user = std::move(*u);
-  Send(kLoginPassPrompt);
 }
 
-bool Session::ProcessSaslLine() {
-  absl::string_view line;
-  size_t consumed = 0;
-  Buffer& in = client_->input();
-  LineSplitter::Status st = sasl_->lines.Next(in, &line, &consumed);
-  if (st == LineSplitter::Status::kNeedMore) {
-    in.Drain(consumed);
-    return false;
-  }
-  if (st == LineSplitter::Status::kTooLong) {
-    in.Drain(consumed);
-    sasl_.reset();
-    ReplyAuthBad("SASL response too long.");
-    return state_ == State::kPreLogin;
-  }
-  std::string response(line);  // the view may point into sasl_'s scratch
-  in.Drain(consumed);
-  if (response == "*") {  // RFC 9051 section 6.2.2, RFC 5034 section 4
-    sasl_.reset();
-    ReplyAuthCanceled();
-    return true;
-  }
-  if (sasl_->mech == SaslMech::kPlain) {
-    sasl_.reset();
-    absl::StatusOr<SaslPlain> p = DecodeSaslPlain(response);
-    if (!p.ok()) {
-      ReplyAuthBad(p.status().message());
-      return state_ == State::kPreLogin;
-    }
-    BeginLogin(std::move(p->authcid), std::move(p->password), std::move(p->authzid));
-    return false;
-  }
-  absl::StatusOr<std::string> v = DecodeBase64Strict(response);
-  if (!v.ok() || (sasl_->user.empty() && v->empty())) {
-    const bool bad_base64 = !v.ok();
-    sasl_.reset();
-    ReplyAuthBad(bad_base64 ? "Invalid base64 data." : "Empty user name.");
-    return state_ == State::kPreLogin;
-  }
-  if (sasl_->user.empty()) {
-    sasl_->user = std::move(*v);
-    Send(kLoginPassPrompt);
-    return true;
-  }
-  std::string user = std::move(sasl_->user);
-  sasl_.reset();
-  BeginLogin(std::move(user), std::move(*v));
-  return false;
+void Session::OnDrained(Connection&) {
+  if (state_ != State::kFront || !blocked_) return;
+  blocked_ = false;
+  client_->StartReading();
+  ProcessInput();
 }
 
-void Session::BeginLogin(std::string user, std::string password, std::string authzid) {
-  user_ = user;
+void Session::OnEnd(Connection&, absl::string_view reason) {
+  if (state_ == State::kEnded) return;
+  End(absl::StrCat("client: ", reason));
+}
+
+void Session::OnTlsReady(Connection&) {
+  // The refusal notice went out with the end of the handshake.
+  if (state_ == State::kRefusing) End(refuse_reason_);
+}
+
+void Session::Send(absl::string_view bytes) {
+  if (client_) client_->Write(bytes);
+}
+
+bool Session::StartTls() {
+  client_->input().Clear();
+  return client_->StartServerTls(*worker_.tls());
+}
+
+void Session::Login(Credentials credentials) {
+  state_ = State::kLogin;
+  client_->StopReading();  // what the client pipelines waits in input()
+  idle_deadline_ms_ = 0;   // the backend's timeouts bound the wait
+  user_ = credentials.mailbox_user();
+  const uint64_t gen = ++generation_;
   // Credentials travel inside backend command lines: CR, LF or NUL in them
   // would let a client inject commands (and no backend accepts them).
-  if (user.empty() || HasCrLfNul(user) || HasCrLfNul(password) || HasCrLfNul(authzid)) {
-    OnLoginDone(LoginOutcome::Failure(LoginOutcome::Kind::kAuthFailed,
-                                      "invalid characters in the credentials"),
-                nullptr);
+  if (credentials.authcid.empty() || HasCrLfNul(credentials.authcid) ||
+      HasCrLfNul(credentials.authzid) || HasCrLfNul(credentials.secret)) {
+    worker_.Defer([this, gen] {
+      if (gen != generation_ || state_ != State::kLogin) return;
+      LoginReply r;
+      r.kind = LoginReply::Kind::kAuthFailed;
+      LoginFailed(std::move(r), "invalid characters in the credentials");
+    });
     return;
   }
-  state_ = State::kAuthenticating;
-  client_->StopReading();  // what the client pipelines waits in input()
-  deadline_ms_ = 0;
-  uint64_t gen = ++generation_;
   RouteRequest req;
-  req.user = user;
-  req.client_ip = std::string(client_ip());
+  req.user = user_;  // the identity whose mailbox is opened
+  req.client_ip = peer_.IpText();
   req.pop3 = listener_.protocol == Protocol::kPop3;
   // The credentials wait in the lambda until the route is known.
-  worker_.router().Route(req, [this, gen, user = std::move(user), password = std::move(password),
-                               authzid = std::move(authzid)](absl::StatusOr<RouteResult> r) {
-    if (gen != generation_ || state_ != State::kAuthenticating) return;
-    if (!r.ok() || r->backend >= config_->backends.size()) {
-      OnLoginDone(LoginOutcome::Failure(
-                      LoginOutcome::Kind::kUnavailable,
-                      absl::StrCat("routing: ", r.ok() ? "no such backend" : r.status().message())),
-                  nullptr);
-      return;
-    }
-    const BackendConfig& b = config_->backends[r->backend];
-    backend_name_ = &b.name;
-    LoginRequest lr{user, password, authzid, LoginIdArgs()};
-    login_ = std::make_unique<BackendLogin>(
-        worker_.poller(), worker_.pool(), b, listener_.protocol, config_->timeouts, std::move(lr),
-        [this](LoginOutcome o, ConnectionPtr c) { OnLoginDone(std::move(o), std::move(c)); });
-    login_->Start();
-  });
+  worker_.router().Route(
+      req, [this, gen, c = std::move(credentials)](absl::StatusOr<RouteResult> r) mutable {
+        if (gen != generation_ || state_ != State::kLogin) return;
+        if (!r.ok() || r->backend >= config_->backends.size()) {
+          LoginReply reply;
+          reply.kind = LoginReply::Kind::kUnavailable;
+          LoginFailed(std::move(reply),
+                      absl::StrCat("routing: ", r.ok() ? "no such backend" : r.status().message()));
+          return;
+        }
+        OnRouted(r->backend, std::move(c));
+      });
 }
 
-void Session::OnLoginDone(LoginOutcome outcome, ConnectionPtr backend) {
-  // We are inside the login object's callback: free it on a later turn.
-  if (login_) {
-    BackendLogin* raw = login_.release();
+void Session::OnRouted(size_t backend, Credentials c) {
+  const BackendConfig& b = config_->backends[backend];
+  backend_name_ = &b.name;
+  const Protocol protocol = listener_.protocol;
+  if (c.proxy_authorization()) {
+    // Another identity's mailbox: only SASL PLAIN carries an authorization
+    // identity to the backend (RFC 4616 section 2); LOGIN and USER/PASS
+    // would silently open the authentication identity's own mailbox.
+    const bool plain = protocol == Protocol::kImap ? b.imap_login == ImapBackendLogin::kPlain
+                                                   : b.pop3_login == Pop3BackendLogin::kPlain;
+    if (!plain) {
+      LoginReply reply;
+      reply.kind = LoginReply::Kind::kAuthzFailed;
+      LoginFailed(std::move(reply),
+                  absl::StrCat("authorization identity for ", LogSafe(c.authcid),
+                               " refused: the backend is not logged in to with PLAIN"));
+      return;
+    }
+  }
+  LoginRequest lr;
+  lr.user = std::move(c.authcid);
+  lr.password = std::move(c.secret);
+  if (c.proxy_authorization()) lr.authzid = std::move(c.authzid);
+  if (protocol == Protocol::kImap) lr.imap_id_args = BackendIdArgs();
+  connector_ = std::make_unique<BackendConnector>(
+      worker_.poller(), worker_.pool(), b, protocol, config_->timeouts, std::move(lr),
+      [this](LoginOutcome o, ConnectionPtr conn) { OnConnected(std::move(o), std::move(conn)); });
+  connector_->Start();
+}
+
+std::string Session::BackendIdArgs() const {
+  // The client's own RFC 2971 fields first (ImapFront keeps only those),
+  // then what Postern says: Dovecot's forwarding keys (DIGEST d.1), read by
+  // a backend that trusts Postern's address (login_trusted_networks).
+  std::string out = "(";
+  const auto* imap = static_cast<const ImapFront*>(front_.get());
+  for (const auto& [k, v] : imap->client_id()) {
+    absl::StrAppend(&out, ImapQuote(k), " ", ImapQuote(v), " ");
+  }
+  const PeerAddress local = PeerAddress::Local(client_->fd());
+  absl::StrAppend(&out, "\"x-session-id\" ", ImapQuote(absl::string_view(id_.data(), id_.size())),
+                  " \"x-originating-ip\" ", ImapQuote(peer_.IpText()), " \"x-originating-port\" \"",
+                  peer_.port, "\"");
+  if (local.known) {
+    absl::StrAppend(&out, " \"x-connected-ip\" ", ImapQuote(local.IpText()),
+                    " \"x-connected-port\" \"", local.port, "\"");
+  }
+  absl::StrAppend(&out, " \"x-client-transport\" ", client_->tls() ? "\"TLS\"" : "\"insecure\"",
+                  ")");
+  return out;
+}
+
+void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
+  // We are inside the connector's callback: free it on a later turn.
+  if (connector_) {
+    BackendConnector* raw = connector_.release();
     worker_.Defer([raw] { delete raw; });
   }
-  if (state_ == State::kEnded) return;
+  if (state_ != State::kLogin) return;
+  LoginReply reply;
+  reply.code = SanitizeResponseCode(outcome.code);
+  reply.text = SanitizeReplyText(outcome.text);
   switch (outcome.kind) {
     case LoginOutcome::Kind::kOk:
+      reply.kind = LoginReply::Kind::kOk;
+      reply.capabilities = SanitizeCapabilities(outcome.capabilities);
       backend_ = std::move(backend);
-      ReplyLoginOk(outcome);
-      spdlog::debug("login ok: client={} user={} backend={}", client_address_, user_,
-                    backend_name());
-      StartRelay();
+      LeavePrelogin();
+      front_->LoginSucceeded(reply);
+      spdlog::debug("login ok: session={} client={} user={} backend={}", id(), peer_.Text(),
+                    LogSafe(user_), backend_name());
+      StartStage();
       return;
     case LoginOutcome::Kind::kAuthFailed:
-      ++auth_failures_;
-      spdlog::info("auth failed: client={} listener={} user={} backend={} detail=\"{}\"",
-                   client_address_, listener_.name, user_, backend_name(), outcome.detail);
-      ReplyLoginFailed(outcome);
+      reply.kind = LoginReply::Kind::kAuthFailed;
       break;
     case LoginOutcome::Kind::kUnavailable:
-      spdlog::warn("backend unavailable: client={} user={} backend={} detail=\"{}\"",
-                   client_address_, user_, backend_name(), outcome.detail);
-      ReplyUnavailable();
+      reply.kind = LoginReply::Kind::kUnavailable;
       break;
   }
-  if (state_ == State::kEnded) return;
-  if (auth_failures_ >= config_->limits.max_auth_attempts) {
-    ReplyTooManyFailures();
-    End("too many failed logins");
-    return;
+  LoginFailed(std::move(reply), outcome.detail);
+}
+
+void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
+  if (reply.kind == LoginReply::Kind::kUnavailable) {
+    spdlog::warn("backend unavailable: session={} client={} user={} backend={} detail=\"{}\"", id(),
+                 peer_.Text(), LogSafe(user_), backend_name(), LogSafe(detail));
+  } else {
+    spdlog::info("auth failed: session={} client={} listener={} user={} backend={} detail=\"{}\"",
+                 id(), peer_.Text(), listener_.name, LogSafe(user_), backend_name(),
+                 LogSafe(detail));
   }
-  state_ = State::kPreLogin;
-  ArmTimer();
+  state_ = State::kFront;
+  front_->LoginFailed(reply);
+  if (state_ != State::kFront) return;
+  ArmIdle();
   client_->StartReading();
   ProcessInput();  // commands pipelined after the failed login
 }
 
-void Session::StartRelay() {
-  state_ = State::kRelay;
-  ReleaseFront();
-  backend_->set_handler(this);
-  backend_->SetWatermarks(config_->limits.relay_high_watermark,
-                          config_->limits.relay_low_watermark);
-  ArmTimer();
-  client_->input().set_pool(worker_.bulk_pool());
-  backend_->input().set_pool(worker_.bulk_pool());
-  // From here on no protocol code runs (Dovecot's login_proxy_detach): what
-  // the client pipelined after its login goes first, then plain relaying.
-  if (!client_->input().empty()) backend_->Write(client_->input());
-  if (!backend_->input().empty()) client_->Write(backend_->input());
-  if (!client_->tls() && !backend_->tls()) {
-    // Both sides plaintext: bytes go socket -> pipe -> socket in the kernel,
-    // never through our buffers (ARCHITECTURE.md; issue 3's splice lever).
-    splice_ = std::make_unique<Splice>();
-    client_->set_raw(true);
-    backend_->set_raw(true);
-  }
-  client_->StartReading();
-  backend_->StartReading();
+void Session::StartStage() {
+  state_ = State::kStage;
+  front_.reset();  // frees what only the pre-login dialogue needed
+  const LimitsConfig& limits = config_->limits;
+  client_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
+  backend_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
+  stage_ = std::make_unique<Relay>(worker_, *client_, *backend_, *this);
+  ArmIdle();
+  stage_->Start();
 }
 
-// Chunks per readable event while the sender has more and the receiver takes
-// it all (then the other sockets get their turn; level-triggered epoll comes
-// back).
-constexpr int kMaxSplicesPerEvent = 16;
+void Session::StageActivity() { ArmIdle(); }
 
-void Session::OnReadable(Connection& c) {
-  if (state_ != State::kRelay || splice_ == nullptr) {
-    c.ReadBuffered();
-    return;
-  }
-  bool up = &c == client_.get();
-  Connection& to = up ? *backend_ : *client_;
-  SpliceDir& d = up ? splice_->up : splice_->down;
-  if (d.pending > 0) {
-    c.StopReading();  // the receiver is full; its OnWritable resumes us
-    return;
-  }
-  // Bytes already queued for the receiver go first: until they are gone (or
-  // without a pipe to lend), this event takes the buffered path.
-  if (to.pending() > 0 || !worker_.pipes().Get(&d.pipe)) {
-    c.ReadBuffered();
-    return;
-  }
-  ArmTimer();
-  for (int i = 0; i < kMaxSplicesPerEvent; ++i) {
-    ssize_t n;
-    do {
-      n = splice(c.fd(), nullptr, d.pipe.w, nullptr, d.pipe.capacity,
-                 SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) {
-      int err = errno;
-      worker_.pipes().Put(&d.pipe);  // empty
-      if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) return;
-      c.Fail(n == 0 ? "peer closed" : absl::StrCat("read error: ", std::strerror(err)));
-      return;
-    }
-    d.pending = static_cast<size_t>(n);
-    c.CountRaw(d.pending, 0);
-    // Blocked (the pipe keeps the rest) or failed (the session ended).
-    if (!SpliceOut(c, to, d)) return;
-    if (static_cast<size_t>(n) < d.pipe.capacity) break;  // the socket had no more
-  }
-  worker_.pipes().Put(&d.pipe);  // empty: back until the next event
-}
-
-void Session::OnWritable(Connection& to) {
-  if (state_ != State::kRelay || splice_ == nullptr) return;
-  bool up = &to == backend_.get();
-  SpliceDir& d = up ? splice_->up : splice_->down;
-  if (SpliceOut(up ? *client_ : *backend_, to, d)) worker_.pipes().Put(&d.pipe);
-}
-
-bool Session::SpliceOut(Connection& from, Connection& to, SpliceDir& d) {
-  while (d.pending > 0) {
-    ssize_t m =
-        splice(d.pipe.r, nullptr, to.fd(), nullptr, d.pending, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    if (m > 0) {
-      d.pending -= static_cast<size_t>(m);
-      to.CountRaw(0, static_cast<uint64_t>(m));
-      continue;
-    }
-    if (m < 0 && errno == EINTR) continue;
-    if (m < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      // The receiver's kernel buffer is full: the pipe holds the rest (it is
-      // the backpressure window), the sender waits.
-      from.StopReading();
-      to.WaitWritable();
-      return false;
-    }
-    int err = m < 0 ? errno : EPIPE;
-    PipePool::Discard(&d.pipe);
-    d.pending = 0;
-    to.Fail(absl::StrCat("write error: ", std::strerror(err)));  // may end the session
-    return false;
-  }
-  from.StartReading();
-  return true;
-}
-
-void Session::SpillAll() {
-  if (splice_ == nullptr) return;
-  // Bytes still in a pipe are owed to the receiver: its close flushes them.
-  Spill(splice_->down, *client_);
-  if (backend_) Spill(splice_->up, *backend_);
-  splice_.reset();
-  client_->set_raw(false);
-  if (backend_) backend_->set_raw(false);
-}
-
-void Session::Spill(SpliceDir& d, Connection& to) {
-  if (!d.pipe.valid()) return;
-  Buffer bytes(worker_.bulk_pool());
-  while (d.pending > 0) {
-    absl::Span<char> span = bytes.Reserve();
-    ssize_t n = read(d.pipe.r, span.data(), std::min(span.size(), d.pending));
-    if (n <= 0) {
-      bytes.Commit(0);
-      break;
-    }
-    bytes.Commit(static_cast<size_t>(n));
-    d.pending -= static_cast<size_t>(n);
-  }
-  PipePool::Discard(&d.pipe);
-  d.pending = 0;
-  to.Write(bytes);  // counted as sent here, as they were not by the splice
-}
-
-void Session::RelayFrom(Connection& from, Connection& to) {
-  to.Write(from.input());
-  if (to.above_high_watermark()) from.StopReading();
-}
+void Session::StageEnded(absl::string_view reason) { End(reason); }
 
 void Session::Shutdown() {
-  if (state_ == State::kEnded) return;
-  SpillAll();  // the notice goes after what the client was already owed
-  Send(ShutdownNotice());
-  End("server shutdown");
+  const bool imap = listener_.protocol == Protocol::kImap;
+  switch (state_) {
+    case State::kEnded:
+      return;
+    case State::kStage:
+      stage_->Shutdown(NoticeText(imap, Notice::kShutdown));
+      return;
+    case State::kRefusing:
+      End(refuse_reason_);
+      return;
+    case State::kFront:
+    case State::kLogin:
+      Send(NoticeText(imap, Notice::kShutdown));
+      End("server shutdown");
+      return;
+  }
+}
+
+void Session::LeavePrelogin() {
+  if (!counted_prelogin_) return;
+  counted_prelogin_ = false;
+  worker_.PreloginEnded();
 }
 
 void Session::End(absl::string_view reason) {
   if (state_ == State::kEnded) return;
+  const bool refused = state_ == State::kRefusing;
   state_ = State::kEnded;
   ++generation_;
-  deadline_ms_ = 0;
+  idle_deadline_ms_ = 0;
   LogEnd(reason);
-  login_.reset();
-  SpillAll();
+  connector_.reset();
+  if (stage_) stage_->Finish();  // the stage itself goes with the session
+  LeavePrelogin();
   if (worker_.shutting_down()) {
     // The process is about to exit: do not wait long for slow peers.
     client_->set_linger(kShutdownLingerMs);
@@ -477,7 +378,7 @@ void Session::End(absl::string_view reason) {
   }
   client_.reset();  // flushes what is queued, then closes
   backend_.reset();
-  worker_.Remove(this);
+  worker_.Remove(this, refused);
 }
 
 const std::string& Session::backend_name() const {
@@ -490,11 +391,12 @@ void Session::LogEnd(absl::string_view reason) {
                                                                   started_)
                 .count();
   spdlog::info(
-      "session end: client={} listener={} protocol={} tls={} user={} backend={} in={} out={} "
-      "duration_ms={} end=\"{}\"",
-      client_address_, listener_.name, ProtocolName(listener_.protocol), client_->tls_version(),
-      user_.empty() ? "-" : user_, backend_name(), client_->bytes_in(), client_->bytes_out(), ms,
-      std::string(reason));
+      "session end: session={} client={} listener={} protocol={} tls={} user={} backend={} "
+      "stage={} in={} out={} duration_ms={} end=\"{}\"",
+      id(), peer_.Text(), listener_.name, ProtocolName(listener_.protocol), client_->tls_version(),
+      user_.empty() ? "-" : LogSafe(user_), backend_name(),
+      stage_ ? stage_->Describe() : std::string("prelogin"), client_->bytes_in(),
+      client_->bytes_out(), ms, LogSafe(reason));
 }
 
 }  // namespace postern

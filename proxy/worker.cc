@@ -19,8 +19,12 @@
 namespace postern {
 
 Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
-               std::function<void()> on_exit)
-    : id_(id), config_(std::move(config)), tls_(std::move(tls)), on_exit_(std::move(on_exit)) {
+               ConnectionLimiter& limiter, std::function<void()> on_exit)
+    : id_(id),
+      config_(std::move(config)),
+      tls_(std::move(tls)),
+      on_exit_(std::move(on_exit)),
+      limiter_(limiter) {
   uv_loop_init(&loop_);
   poller_ = std::make_unique<Poller>(&loop_);
   reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -199,13 +203,56 @@ void Worker::Accept(Listener& l) {
       }
       return;
     }
-    ConnectionPtr conn = Connection::Create(*poller_, pool_, nullptr);
-    conn->Adopt(fd);  // TCP options: inherited from the listener (Listen)
-    std::unique_ptr<Session> s = Session::Create(*this, *l.config, std::move(conn));
-    s->set_client_address(Connection::FormatAddress(reinterpret_cast<sockaddr*>(&peer), true));
-    Session* raw = s.get();
-    sessions_.emplace(raw, std::move(s));
+    Admit(l, fd, reinterpret_cast<sockaddr*>(&peer));
+  }
+}
+
+// Over-cap connections still get their one line; over TLS that costs a
+// handshake, so at most this many refusals run at once per worker (past it
+// a connection is closed without a word).
+constexpr size_t kMaxRefusing = 64;
+
+void Worker::Admit(Listener& l, int fd, const sockaddr* peer_sa) {
+  const PeerAddress peer = PeerAddress::From(peer_sa);
+  const LimitsConfig& limits = config_->limits;
+  const bool imap = l.config->protocol == Protocol::kImap;
+  const char* refusal = nullptr;
+  Notice notice = Notice::kBusy;
+  if (!limiter_.Acquire(KeyOf(peer))) {
+    refusal = "too many connections from this address";
+    notice = Notice::kIpCap;
+  } else if (limits.max_prelogin_sessions != 0 && prelogin_ >= limits.max_prelogin_sessions) {
+    limiter_.Release(KeyOf(peer));
+    refusal = "too many sessions before login";
+  }
+  if (refusal != nullptr) {
+    NoteRefusal(refusal);
+    if (refusing_ >= kMaxRefusing) {
+      close(fd);
+      return;
+    }
+  }
+  ConnectionPtr conn = Connection::Create(*poller_, pool_, nullptr);
+  conn->Adopt(fd);  // TCP options: inherited from the listener (Listen)
+  auto s = std::make_unique<Session>(*this, *l.config, std::move(conn), peer);
+  Session* raw = s.get();
+  sessions_.emplace(raw, std::move(s));
+  if (refusal != nullptr) {
+    ++refusing_;
+    raw->Refuse(NoticeText(imap, notice), refusal);
+  } else {
     raw->Start();
+  }
+}
+
+void Worker::NoteRefusal(const char* what) {
+  ++refused_;
+  uint64_t now = uv_now(&loop_);
+  if (last_refusal_log_ms_ == 0 || now - last_refusal_log_ms_ >= 1000) {
+    // At most one line a second, however many are refused.
+    spdlog::warn("refused {} connection(s) in the last second, the latest: {}", refused_, what);
+    refused_ = 0;
+    last_refusal_log_ms_ = now;
   }
 }
 
@@ -245,21 +292,32 @@ void Worker::Defer(std::function<void()> fn) {
       if (w == nullptr) return;
       std::vector<std::function<void()>> fns;
       fns.swap(w->deferred_);
+      // Sessions that ended before this pass: every callback queued before
+      // they ended is in `fns` (or ran in an earlier pass), so they go once
+      // `fns` has run. Sessions ending during this pass wait for the next:
+      // what `fns` queues for them runs first.
+      std::vector<std::unique_ptr<Session>> dead;
+      dead.swap(w->graveyard_);
       for (auto& f : fns) f();
-      // Only now: a callback queued above (a route answer) may still look at
-      // a session that ended earlier in this loop turn.
-      w->graveyard_.clear();
-      if (w->deferred_.empty() && w->idle_) uv_idle_stop(w->idle_.get());
+      dead.clear();
+      if (w->deferred_.empty() && w->graveyard_.empty() && w->idle_) {
+        uv_idle_stop(w->idle_.get());
+      }
     });
   }
 }
 
-void Worker::Remove(Session* s) {
+void Worker::Remove(Session* s, bool refused) {
   auto it = sessions_.find(s);
   if (it == sessions_.end()) return;
+  if (refused) {
+    --refusing_;
+  } else {
+    limiter_.Release(KeyOf(s->peer()));
+  }
   graveyard_.push_back(std::move(it->second));
   sessions_.erase(it);
-  Defer([] {});  // the idle pass empties the graveyard
+  Defer([] {});  // the idle passes empty the graveyard
   MaybeFinish();
 }
 

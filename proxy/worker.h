@@ -18,6 +18,7 @@
 #include "absl/status/status.h"
 #include "protocol/buffer.h"
 #include "proxy/config.h"
+#include "proxy/connection_limiter.h"
 #include "proxy/pipe_pool.h"
 #include "proxy/poller.h"
 #include "proxy/uv_handle.h"
@@ -30,8 +31,10 @@ class Session;
 
 class Worker {
  public:
+  // `limiter` counts connections per client IP across all workers; it
+  // outlives the worker.
   Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
-         std::function<void()> on_exit);
+         ConnectionLimiter& limiter, std::function<void()> on_exit);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -64,8 +67,13 @@ class Worker {
   // Runs `fn` on a later loop iteration (never from inside the caller).
   void Defer(std::function<void()> fn);
   // Forgets a finished session; it is destroyed on a later iteration.
-  void Remove(Session* s);
+  // `refused`: it was an over-cap refusal (which holds no per-IP count).
+  void Remove(Session* s, bool refused);
   size_t session_count() const { return sessions_.size(); }
+  // Sessions before login on this worker (limits.max_prelogin_sessions).
+  void PreloginStarted() { ++prelogin_; }
+  void PreloginEnded() { --prelogin_; }
+  size_t prelogin_count() const { return prelogin_; }
 
  private:
   // A listening socket in the worker's poller: readable means connections
@@ -80,6 +88,10 @@ class Worker {
   };
 
   void Accept(Listener& l);
+  // A new connection, within the caps or refused with a one-line notice.
+  void Admit(Listener& l, int fd, const sockaddr* peer);
+  // Counts a refusal and logs at most one line a second about them.
+  void NoteRefusal(const char* what);
   // Out of file descriptors: accepts and drops one waiting connection with
   // the fd kept in reserve, so the level-triggered listener does not spin.
   // False when that was impossible too.
@@ -101,12 +113,19 @@ class Worker {
   int reserve_fd_ = -1;
   uint64_t shed_ = 0;  // connections dropped since the last warning
   uint64_t last_shed_log_ms_ = 0;
+  ConnectionLimiter& limiter_;
+  size_t prelogin_ = 0;
+  size_t refusing_ = 0;   // sessions sending an over-cap notice
+  uint64_t refused_ = 0;  // refusals since the last log line
+  uint64_t last_refusal_log_ms_ = 0;
   BufferPool pool_;
   BufferPool bulk_pool_{64 * 1024, 4};
   PipePool pipes_;
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;
+  // Ended sessions, destroyed two deferred passes later: every callback
+  // queued before a session ended has run by then.
   std::vector<std::unique_ptr<Session>> graveyard_;
   std::vector<std::function<void()>> deferred_;
   UvHandle<uv_idle_t> idle_;

@@ -261,13 +261,17 @@ TEST_F(ConfigTest, Defaults) {
   EXPECT_EQ(c.backends[0].pop3_login, Pop3BackendLogin::kUser);
   EXPECT_EQ(c.default_backend, 0u);
   EXPECT_TRUE(c.user_backends.empty());
-  EXPECT_EQ(c.limits.max_line, 8192u);
+  EXPECT_EQ(c.limits.max_line, 65536u);
   EXPECT_EQ(c.limits.max_prelogin_literal, 65536u);
+  EXPECT_EQ(c.limits.max_pending_replies, 4096u);
+  EXPECT_EQ(c.limits.max_connections_per_ip, 256u);
+  EXPECT_EQ(c.limits.max_prelogin_sessions, 5000u);
   EXPECT_EQ(c.limits.error_budget, 10u);
   EXPECT_EQ(c.limits.relay_high_watermark, 256u * 1024);
   EXPECT_EQ(c.limits.relay_low_watermark, 64u * 1024);
   EXPECT_EQ(c.limits.max_auth_attempts, 3u);
   EXPECT_EQ(c.timeouts.login, std::chrono::seconds(60));
+  EXPECT_EQ(c.timeouts.login_deadline, std::chrono::minutes(3));
   EXPECT_EQ(c.timeouts.backend_connect, std::chrono::seconds(5));
   EXPECT_EQ(c.timeouts.backend_login, std::chrono::seconds(15));
   EXPECT_EQ(c.timeouts.imap_idle, std::chrono::minutes(31));
@@ -302,7 +306,7 @@ TEST_F(ConfigTest, EmptySectionsAreEmptyMappings) {
   auto parsed = Parse(Yaml(kMinimal) + "routing:\n  users:\nlimits:\ntimeouts:\nlog:\n");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_TRUE((*parsed)->user_backends.empty());
-  EXPECT_EQ((*parsed)->limits.max_line, 8192u);
+  EXPECT_EQ((*parsed)->limits.max_line, 65536u);
 }
 
 TEST_F(ConfigTest, TlsSectionWithoutTlsListenersIsCheckedForFormOnly) {
@@ -391,7 +395,7 @@ limits:
 )",
      "postern.yaml:4: limits.max_lines: unknown key (expected one of: max_line, "
      "max_prelogin_literal, error_budget, relay_high_watermark, relay_low_watermark, "
-     "max_auth_attempts)"},
+     "max_auth_attempts, max_pending_replies, max_connections_per_ip, max_prelogin_sessions)"},
     {"DuplicateKey", R"(
 listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
 backends: [{name: b, address: 127.0.0.1}]
@@ -1071,7 +1075,11 @@ TEST_F(ConfigTest, ExampleFileLoadsAndStatesTheDefaults) {
   EXPECT_EQ(c.limits.relay_high_watermark, d.limits.relay_high_watermark);
   EXPECT_EQ(c.limits.relay_low_watermark, d.limits.relay_low_watermark);
   EXPECT_EQ(c.limits.max_auth_attempts, d.limits.max_auth_attempts);
+  EXPECT_EQ(c.limits.max_pending_replies, d.limits.max_pending_replies);
+  EXPECT_EQ(c.limits.max_connections_per_ip, d.limits.max_connections_per_ip);
+  EXPECT_EQ(c.limits.max_prelogin_sessions, d.limits.max_prelogin_sessions);
   EXPECT_EQ(c.timeouts.login, d.timeouts.login);
+  EXPECT_EQ(c.timeouts.login_deadline, d.timeouts.login_deadline);
   EXPECT_EQ(c.timeouts.backend_connect, d.timeouts.backend_connect);
   EXPECT_EQ(c.timeouts.backend_login, d.timeouts.backend_login);
   EXPECT_EQ(c.timeouts.imap_idle, d.timeouts.imap_idle);

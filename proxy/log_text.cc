@@ -1,0 +1,26 @@
+#include "proxy/log_text.h"
+
+namespace postern {
+
+std::string LogSafe(absl::string_view text, size_t max) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size() < max ? text.size() : max);
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (out.size() >= max) {
+      out.append("...");
+      break;
+    }
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.append("\\x");
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
+    }
+  }
+  return out;
+}
+
+}  // namespace postern

@@ -1,0 +1,19 @@
+#pragma once
+
+// Client-controlled text in log lines. Everything a client can choose (user
+// names, ID values, SASL data, backend error text echoing it) goes through
+// LogSafe before it reaches a log line, so that it can never end a line,
+// start a forged one, or smuggle terminal escapes: only printable ASCII
+// other than '\' and '"' passes; every other byte is written \xHH. Long
+// values are cut (with "...").
+
+#include <cstddef>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace postern {
+
+std::string LogSafe(absl::string_view text, size_t max = 256);
+
+}  // namespace postern
