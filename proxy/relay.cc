@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "proxy/worker.h"
@@ -17,22 +18,35 @@ namespace {
 // it all (then the other sockets get their turn; level-triggered epoll comes
 // back).
 constexpr int kMaxSplicesPerEvent = 16;
+// Server-to-client bytes are spliced only inside literal payloads at least
+// this long (below it a copy costs less than the pipe: bench/micro
+// relay_bench); the lines around them go through the tracker.
+constexpr uint64_t kMinSplicedLiteral = 64 * 1024;
 
 }  // namespace
 
-Relay::Relay(Worker& worker, Connection& client, Connection& backend, StageHost& host)
-    : worker_(worker), client_(client), backend_(backend), host_(host) {}
+Relay::Relay(Worker& worker, Protocol protocol, Connection& client, Connection& backend,
+             StageHost& host)
+    : worker_(worker), protocol_(protocol), client_(client), backend_(backend), host_(host) {}
 
 void Relay::Start() {
   client_.set_handler(this);
   backend_.set_handler(this);
   client_.input().set_pool(worker_.bulk_pool());
   backend_.input().set_pool(worker_.bulk_pool());
-  // From here on no protocol code runs: what the client pipelined after its
-  // login goes first, then plain relaying.
-  if (!client_.input().empty()) backend_.Write(client_.input());
-  if (!backend_.input().empty()) client_.Write(backend_.input());
-  if (!client_.tls() && !backend_.tls()) {
+  // What the client pipelined after its login goes first, then plain
+  // relaying.
+  if (!client_.input().empty()) {
+    Track(client_, client_.input());
+    backend_.Write(client_.input());
+  }
+  if (!backend_.input().empty()) {
+    Track(backend_, backend_.input());
+    client_.Write(backend_.input());
+  }
+  // POP3 answers end at a line with a single ".": only a tracker that sees
+  // every byte finds it, so POP3 pairs are never spliced.
+  if (protocol_ == Protocol::kImap && !client_.tls() && !backend_.tls()) {
     // Both sides plaintext: bytes go socket -> pipe -> socket in the kernel,
     // never through our buffers (ARCHITECTURE.md; issue 3's splice lever).
     splice_ = std::make_unique<Splice>();
@@ -44,17 +58,73 @@ void Relay::Start() {
   backend_.StartReading();
 }
 
+void Relay::Track(Connection& from, const Buffer& bytes) {
+  if (protocol_ == Protocol::kImap) {
+    if (&from == &backend_) bytes.ForEachSlice([this](absl::string_view s) { imap_.Feed(s); });
+  } else if (&from == &backend_) {
+    bytes.ForEachSlice([this](absl::string_view s) { pop3_.ServerBytes(s); });
+  } else {
+    bytes.ForEachSlice([this](absl::string_view s) { pop3_.ClientBytes(s); });
+  }
+}
+
 void Relay::OnData(Connection& c) {
   if (finished_) return;
   host_.StageActivity();
+  if (draining_) {
+    // No more commands; the server's bytes up to the next safe point.
+    if (&c == &client_) {
+      c.input().Clear();
+    } else {
+      DrainFrom(c.input());
+    }
+    return;
+  }
+  Track(c, c.input());
   Connection& to = Other(c);
   to.Write(c.input());
   if (to.above_high_watermark()) c.StopReading();
 }
 
+bool Relay::DrainFrom(Buffer& bytes) {
+  size_t take = 0;
+  bool found = AtBoundary();
+  bytes.ForEachSlice([&](absl::string_view s) {
+    if (found) return;
+    const size_t used = protocol_ == Protocol::kImap ? imap_.FeedUntilBoundary(s)
+                                                     : pop3_.ServerBytes(s, /*stop=*/true);
+    take += used;
+    found = AtBoundary();
+  });
+  if (!found) {
+    client_.Write(bytes);
+    if (client_.above_high_watermark()) backend_.StopReading();
+    return false;
+  }
+  if (take == bytes.size()) {
+    client_.Write(bytes);
+  } else {
+    // The rest belongs to a response that the client will not get.
+    std::string prefix(take, '\0');
+    bytes.CopyOut(0, take, prefix.data());
+    bytes.Clear();
+    client_.Write(prefix);
+  }
+  FinishDrain();
+  return true;
+}
+
+void Relay::FinishDrain() {
+  SpillAll();  // the notice goes after what the client was already owed
+  client_.Write(notice_);
+  host_.StageEnded("server shutdown");
+}
+
 void Relay::OnDrained(Connection& c) {
   if (finished_) return;
-  // The side that was slow caught up: read from its peer again.
+  // The side that was slow caught up: read from its peer again (not the
+  // client once draining: its commands have stopped for good).
+  if (draining_ && &c == &backend_) return;
   Other(c).StartReading();
 }
 
@@ -69,6 +139,13 @@ void Relay::OnReadable(Connection& c) {
     return;
   }
   const bool up = &c == &client_;
+  // Server to client: only literal payloads are spliced; the response lines
+  // go through the tracker (ReadBuffered -> OnData).
+  uint64_t limit = up ? UINT64_MAX : imap_.literal_remaining();
+  if (!up && limit < kMinSplicedLiteral) {
+    c.ReadBuffered();
+    return;
+  }
   Connection& to = Other(c);
   SpliceDir& d = up ? splice_->up : splice_->down;
   if (d.pending > 0) {
@@ -83,10 +160,10 @@ void Relay::OnReadable(Connection& c) {
   }
   host_.StageActivity();
   for (int i = 0; i < kMaxSplicesPerEvent; ++i) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(d.pipe.capacity, limit));
     ssize_t n;
     do {
-      n = splice(c.fd(), nullptr, d.pipe.w, nullptr, d.pipe.capacity,
-                 SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      n = splice(c.fd(), nullptr, d.pipe.w, nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
     } while (n < 0 && errno == EINTR);
     if (n <= 0) {
       int err = errno;
@@ -97,9 +174,14 @@ void Relay::OnReadable(Connection& c) {
     }
     d.pending = static_cast<size_t>(n);
     c.CountRaw(d.pending, 0);
+    if (!up) {
+      imap_.SkipLiteral(d.pending);
+      limit -= d.pending;
+    }
     // Blocked (the pipe keeps the rest) or failed (the session ended).
     if (!SpliceOut(c, to, d)) return;
-    if (static_cast<size_t>(n) < d.pipe.capacity) break;  // the socket had no more
+    if (static_cast<size_t>(n) < want) break;      // the socket had no more
+    if (!up && limit < kMinSplicedLiteral) break;  // the rest of the literal: buffered
   }
   worker_.pipes().Put(&d.pipe);  // empty: back until the next event
 }
@@ -134,7 +216,7 @@ bool Relay::SpliceOut(Connection& from, Connection& to, SpliceDir& d) {
     to.Fail(absl::StrCat("write error: ", std::strerror(err)));  // may end the session
     return false;
   }
-  from.StartReading();
+  if (!draining_ || &from != &client_) from.StartReading();
   return true;
 }
 
@@ -167,10 +249,17 @@ void Relay::Spill(SpliceDir& d, Connection& to) {
 }
 
 void Relay::Shutdown(absl::string_view notice) {
-  if (finished_) return;
-  SpillAll();  // the notice goes after what the client was already owed
-  client_.Write(notice);
-  host_.StageEnded("server shutdown");
+  if (finished_ || draining_) return;
+  // The client's commands stop here; the server's answers go on to the
+  // first point between two responses, and the notice goes there.
+  draining_ = true;
+  notice_ = notice;
+  client_.StopReading();
+  if (AtBoundary()) {
+    FinishDrain();
+    return;
+  }
+  backend_.StartReading();
 }
 
 void Relay::Finish() {

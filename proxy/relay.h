@@ -1,16 +1,25 @@
 #pragma once
 
 // The byte relay after login (IMAP to IMAP, POP3 to POP3): no protocol code
-// at all (Dovecot's login_proxy_detach). Bytes read from one side move slab
-// by slab, without copying, to the other side's writer; when the bytes
-// queued toward one side pass limits.relay_high_watermark the other side is
-// not read until they fall to the low watermark. When both sides are
-// plaintext the relay splices instead: socket -> pipe -> socket in the
-// kernel (proxy/README.md, "How a session runs").
+// acts on the bytes (Dovecot's login_proxy_detach). Bytes read from one side
+// move slab by slab, without copying, to the other side's writer; when the
+// bytes queued toward one side pass limits.relay_high_watermark the other
+// side is not read until they fall to the low watermark.
+//
+// A tracker (protocol/stream_tracker.h) watches where the server's responses
+// end, so that a session told to stop ends right after a complete response,
+// never inside a literal or a multi-line answer. It skips literal payloads
+// by count, which costs nothing per relayed megabyte.
+//
+// When both sides are plaintext and the protocol is IMAP the relay splices:
+// client -> backend always, backend -> client for literal payloads (FETCH
+// bodies), socket -> pipe -> socket in the kernel (proxy/README.md).
 
 #include <memory>
 #include <string>
 
+#include "protocol/stream_tracker.h"
+#include "proxy/config.h"
 #include "proxy/connection.h"
 #include "proxy/pipe_pool.h"
 #include "proxy/stage.h"
@@ -21,7 +30,8 @@ class Worker;
 
 class Relay final : public Stage, public ConnectionHandler {
  public:
-  Relay(Worker& worker, Connection& client, Connection& backend, StageHost& host);
+  Relay(Worker& worker, Protocol protocol, Connection& client, Connection& backend,
+        StageHost& host);
 
   // Stage
   void Start() override;
@@ -56,13 +66,27 @@ class Relay final : public Stage, public ConnectionHandler {
   void Spill(SpliceDir& d, Connection& to);
   // Both directions, and the relay leaves raw mode (buffered from here on).
   void SpillAll();
+  // The trackers take what one side sent before it is passed on.
+  void Track(Connection& from, const Buffer& bytes);
+  bool AtBoundary() const {
+    return protocol_ == Protocol::kImap ? imap_.at_boundary() : pop3_.at_boundary();
+  }
+  // Draining: passes on the server's bytes up to the next response boundary,
+  // then the notice, and ends. True when it ended.
+  bool DrainFrom(Buffer& bytes);
+  void FinishDrain();
 
   Worker& worker_;
+  const Protocol protocol_;
   Connection& client_;
   Connection& backend_;
   StageHost& host_;
   std::unique_ptr<Splice> splice_;
-  bool spliced_ = false;  // for Describe(): the pair was spliced
+  ImapResponseTracker imap_;  // backend -> client, IMAP
+  Pop3ResponseTracker pop3_;  // both directions, POP3
+  absl::string_view notice_;  // while draining: a static notice owed to the client
+  bool spliced_ = false;      // for Describe(): the pair was spliced
+  bool draining_ = false;
   bool finished_ = false;
 };
 

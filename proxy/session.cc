@@ -327,7 +327,7 @@ void Session::StartStage() {
   const LimitsConfig& limits = config_->limits;
   client_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
   backend_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
-  stage_ = std::make_unique<Relay>(worker_, *client_, *backend_, *this);
+  stage_ = std::make_unique<Relay>(worker_, listener_.protocol, *client_, *backend_, *this);
   ArmIdle();
   stage_->Start();
 }

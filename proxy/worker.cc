@@ -17,6 +17,13 @@
 #include "spdlog/spdlog.h"
 
 namespace postern {
+namespace {
+
+// After the grace period, how long a session may take to reach a point
+// between two responses before it is cut.
+constexpr std::chrono::milliseconds kDrainLimit{5000};
+
+}  // namespace
 
 Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
                ConnectionLimiter& limiter, std::function<void()> on_exit)
@@ -38,6 +45,7 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   });
   async_.get()->data = this;
   grace_timer_.Init(&loop_);
+  drain_timer_.Init(&loop_);
   sweep_timer_.Init(&loop_);
   accept_pause_timer_.Init(&loop_);
   sweep_timer_.Start(std::chrono::seconds(1), [this] { Sweep(); });
@@ -62,6 +70,7 @@ Worker::~Worker() {
   idle_.Reset();
   async_.Reset();
   grace_timer_ = Timer();
+  drain_timer_ = Timer();
   sweep_timer_ = Timer();
   accept_pause_timer_ = Timer();
   uv_run(&loop_, UV_RUN_DEFAULT);  // lingering connections still use the poller
@@ -158,7 +167,13 @@ void Worker::BeginShutdown(std::chrono::milliseconds grace) {
     return;
   }
   grace_timer_.Start(grace, [this] {
+    // Each session is told at its next safe point (between two responses,
+    // see Relay::Shutdown); those that find none in time are cut.
     for (Session* s : SessionList()) s->Shutdown();
+    if (sessions_.empty()) return;
+    drain_timer_.Start(kDrainLimit, [this] {
+      for (Session* s : SessionList()) s->End("server shutdown: no safe point in time");
+    });
   });
 }
 
@@ -174,12 +189,14 @@ void Worker::MaybeFinish() {
   if (!shutting_down_ || finished_ || !sessions_.empty()) return;
   finished_ = true;
   grace_timer_.Stop();
+  drain_timer_.Stop();
   // Our handles close; the loop ends when the last lingering connection is
   // closed too.
   Defer([this] {
     idle_.Reset();
     async_.Reset();
     grace_timer_ = Timer();
+    drain_timer_ = Timer();
     sweep_timer_ = Timer();
   });
 }

@@ -131,6 +131,7 @@ class Worker {
   UvHandle<uv_idle_t> idle_;
   UvHandle<uv_async_t> async_;
   Timer grace_timer_;
+  Timer drain_timer_;  // after the grace: sessions not yet at a safe point are cut
   Timer sweep_timer_;  // session timeouts, once a second
   Timer accept_pause_timer_;
   bool accept_paused_ = false;
