@@ -722,7 +722,8 @@ bool Pop3Gateway::CommandError(absl::string_view text) {
 
 int64_t Pop3Gateway::MessageArg(const Pop3Command& cmd, size_t index, bool more_follow) {
   // Dovecot's get_msgnum() texts (src/pop3/pop3-commands.c).
-  const absl::string_view arg = index < cmd.args.size() ? cmd.args[index] : "";
+  const absl::string_view arg =
+      index < cmd.args.size() ? absl::string_view(cmd.args[index]) : absl::string_view();
   if (arg.empty() || !IsDigit(arg[0])) {
     CommandError(absl::StrCat("-ERR Invalid message number: ", arg));
     return -1;
