@@ -662,12 +662,41 @@ void Pop3Gateway::Opened() {
 
 // --- the POP3 side -----------------------------------------------------------
 
+void Pop3Gateway::Shutdown(absl::string_view notice) {
+  if (phase_ == Phase::kDone || client_gone_ || shutting_down_) return;
+  shutting_down_ = true;
+  shutdown_notice_ = std::string(notice);
+  switch (phase_) {
+    case Phase::kIdle:
+    case Phase::kSetup:
+      // The login's answer is still owed: the notice is the answer.
+      answer_owed_ = false;
+      Send(shutdown_notice_);
+      ClientGone();
+      return;
+    case Phase::kTransaction:
+      ProcessClient();  // ends the session now if no answer is in progress
+      return;
+    case Phase::kUpdate:  // QUIT completes and answers
+    case Phase::kLogout:
+    case Phase::kDone:
+      return;
+  }
+}
+
 void Pop3Gateway::ProcessClient() {
   while (phase_ == Phase::kTransaction && !client_gone_ && op_ == Op::kNone) {
     if (listing_ != Listing::kNone) {
       if (host_.ClientBacklog() > options_.max_reply_backlog) return;
       if (!ContinueListing()) return;
       continue;
+    }
+    if (shutting_down_) {
+      // Between two answers: the notice goes here, nothing more is read.
+      Send(shutdown_notice_);
+      finish_reason_ = "server shutdown";
+      ClientGone();
+      return;
     }
     if (client_in_ == nullptr || client_in_->empty()) return;
     if (host_.ClientBacklog() > options_.max_reply_backlog) return;

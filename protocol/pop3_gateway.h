@@ -167,6 +167,11 @@ class Pop3Gateway : private ImapResponseHandler {
   // session ends), then LOGOUT; Finish() once the backend answered (the host
   // bounds this with a timer).
   void ClientGone();
+  // The server stops: the answer in progress (a RETR, TOP or listing) is
+  // completed, no further command is read, `notice` (a whole "-ERR ...\r\n"
+  // line) is sent, and the session ends as after ClientGone() (nothing
+  // deleted). A QUIT already in progress completes instead.
+  void Shutdown(absl::string_view notice);
 
   // For the session log.
   struct Counters {
@@ -305,7 +310,9 @@ class Pop3Gateway : private ImapResponseHandler {
   bool others_deleted_ = false;
   bool update_failed_ = false;
   bool expunge_sent_ = false;
-  bool gone_update_ = false;  // storing \Seen for a client that left
+  bool gone_update_ = false;     // storing \Seen for a client that left
+  std::string shutdown_notice_;  // Shutdown(): sent once the answer in progress is complete
+  bool shutting_down_ = false;
   std::string finish_reason_;
 
   Counters counters_;

@@ -615,7 +615,8 @@ absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
       Mapping m,
       ReadMapping(node, path, fallback_line,
-                  {"name", "address", "imap_port", "pop3_port", "imap_login", "pop3_login"}));
+                  {"name", "address", "imap_port", "pop3_port", "imap_login", "pop3_login",
+                   "pop3_mode"}));
   BackendConfig b;
   const Field* name = m.Find("name");
   if (name == nullptr) return Missing(m, "name");
@@ -650,6 +651,10 @@ absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const
   if (const Field* f = m.Find("pop3_login")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*f, {"user", "plain"}));
     b.pop3_login = v == 0 ? Pop3BackendLogin::kUser : Pop3BackendLogin::kPlain;
+  }
+  if (const Field* f = m.Find("pop3_mode")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*f, {"relay", "gateway"}));
+    b.pop3_mode = v == 0 ? Pop3Mode::kRelay : Pop3Mode::kGateway;
   }
   return b;
 }

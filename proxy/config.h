@@ -50,6 +50,9 @@ struct ListenerConfig {
 
 enum class ImapBackendLogin { kLogin, kPlain };  // LOGIN command / AUTHENTICATE PLAIN
 enum class Pop3BackendLogin { kUser, kPlain };   // USER+PASS / AUTH PLAIN
+// How POP3 clients are served by a backend: relayed to its POP3 server, or
+// translated onto its IMAP server by the gateway.
+enum class Pop3Mode { kRelay, kGateway };
 
 struct BackendConfig {
   std::string name;  // backends[i].name (unique)
@@ -60,6 +63,9 @@ struct BackendConfig {
   SocketAddress pop3;                                      // host:pop3_port
   ImapBackendLogin imap_login = ImapBackendLogin::kLogin;  // backends[i].imap_login: login | plain
   Pop3BackendLogin pop3_login = Pop3BackendLogin::kUser;   // backends[i].pop3_login: user | plain
+  // backends[i].pop3_mode: relay | gateway. A gateway backend is logged in to
+  // over IMAP (imap_port, imap_login) for POP3 clients too; pop3_port unused.
+  Pop3Mode pop3_mode = Pop3Mode::kRelay;
 };
 
 struct TlsConfig {

@@ -367,7 +367,8 @@ void Session::End(absl::string_view reason) {
   state_ = State::kEnded;
   ++generation_;
   idle_deadline_ms_ = 0;
-  LogEnd(reason);
+  // A refusal is counted and logged by the worker, at most once a second.
+  if (!refused) LogEnd(reason);
   connector_.reset();
   if (stage_) stage_->Finish();  // the stage itself goes with the session
   LeavePrelogin();

@@ -510,6 +510,37 @@ TEST(Pop3GatewayTest, ClientGoneDuringRetrWaitsForIt) {
   EXPECT_EQ(s.host.finish_calls, 1);
 }
 
+TEST(Pop3GatewayTest, ShutdownWaitsForTheAnswerInProgress) {
+  Session s;
+  s.AddMessage(1, Msg(1));
+  s.AddMessage(2, Msg(2));
+  s.Start();
+  s.host.client.clear();
+  s.in.Append("RETR 1\r\nRETR 2\r\n");
+  s.gw->OnClientData(s.in);  // RETR 1 is sent, not yet answered
+  s.gw->Shutdown("-ERR Server shutting down.\r\n");
+  EXPECT_EQ(s.host.client, "");
+  s.Pump();
+  // RETR 1 complete, then the notice; RETR 2 is never read.
+  EXPECT_TRUE(absl::StartsWith(s.host.client, "+OK "));
+  EXPECT_TRUE(absl::EndsWith(s.host.client, "\r\n.\r\n-ERR Server shutting down.\r\n"))
+      << s.host.client;
+  EXPECT_EQ(s.server.commands.back(), "LOGOUT");
+  EXPECT_EQ(s.host.finished, "server shutdown");
+  // RETR 1's \Seen is stored (as for a client that left), nothing deleted.
+  EXPECT_TRUE(s.server.ByUid(1)->flags.count("\\Seen"));
+  EXPECT_FALSE(s.server.ByUid(2)->flags.count("\\Seen"));
+
+  Session idle;
+  idle.AddMessage(1, Msg(1));
+  idle.Start();
+  idle.host.client.clear();
+  idle.gw->Shutdown("-ERR Server shutting down.\r\n");
+  idle.Pump();
+  EXPECT_EQ(idle.host.client, "-ERR Server shutting down.\r\n");
+  EXPECT_EQ(idle.host.finish_calls, 1);
+}
+
 TEST(Pop3GatewayTest, SeenOptions) {
   {
     Session s;
