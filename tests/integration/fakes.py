@@ -16,7 +16,6 @@ import ssl
 import struct
 import threading
 import time
-import unittest
 
 import harness
 from harness import DIRECT

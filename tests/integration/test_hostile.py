@@ -570,8 +570,8 @@ class LogInjectionTest(harness.BedTestCase):
         raw = self.bed.postern.log()[self.since:]
         lines = raw.split("\n")
         forged = [l for l in lines if l.startswith(FORGED_LOG_LINE[:40])]
-        self.assertFalse(forged, "a client forged %d log line(s): %r" % (len(forged), forged[0][:160]
-                                                                         if forged else ""))
+        if forged:
+            self.fail("a client forged %d log line(s): %r" % (len(forged), forged[0][:160]))
         self.assertNotIn("\r", raw, "raw CR in the log: %r"
                          % [l for l in lines if "\r" in l][:3])
         self.assertNotIn("\0", raw, "raw NUL in the log: %r"
