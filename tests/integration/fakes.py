@@ -599,8 +599,11 @@ def parse_imap_command(cmd):
     return tag, name, rest
 
 
-def imap_server(caps=b"IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN", login_answer=b"NO "
-                b"[AUTHENTICATIONFAILED] Fake says no.", greeting=None, timeout=30.0):
+FAKE_CAPS = b"IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN"
+FAKE_NO = b"NO [AUTHENTICATIONFAILED] Fake says no."
+
+
+def imap_server(caps=FAKE_CAPS, login_answer=FAKE_NO, greeting=None, timeout=30.0):
     """A handler speaking just enough IMAP: greeting with capabilities,
     CAPABILITY, ID, LOGIN/AUTHENTICATE (answered with login_answer), LOGOUT."""
     def handler(s):
