@@ -711,6 +711,7 @@ class Postern:
             if re.search(r"\bready\b", text) and self.ports:
                 return
             if self.proc.poll() is not None:
+                self._log_file.close()
                 raise RuntimeError("postern exited with %s before ready:\n%s"
                                    % (self.proc.returncode, text[-4000:]))
             time.sleep(0.02)

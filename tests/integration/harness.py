@@ -63,9 +63,13 @@ def proxy_only(fn):
 
 
 def deep_merge(base, override):
+    """base with override merged in; a None in override removes the key
+    (to leave a setting at postern's own default)."""
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
