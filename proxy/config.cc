@@ -613,10 +613,9 @@ absl::Status Parser::ParseTls(const Mapping& root, Config& config) const {
 absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const std::string& path,
                                                    int fallback_line) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
-      Mapping m,
-      ReadMapping(node, path, fallback_line,
-                  {"name", "address", "imap_port", "pop3_port", "imap_login", "pop3_login",
-                   "pop3_mode"}));
+      Mapping m, ReadMapping(node, path, fallback_line,
+                             {"name", "address", "imap_port", "pop3_port", "imap_login",
+                              "pop3_login", "pop3_mode"}));
   BackendConfig b;
   const Field* name = m.Find("name");
   if (name == nullptr) return Missing(m, "name");

@@ -2,7 +2,9 @@
 
 namespace postern {
 
-std::string LogSafe(absl::string_view text, size_t max) {
+namespace {
+
+std::string Escape(absl::string_view text, size_t max, bool spaces) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(text.size() < max ? text.size() : max);
@@ -12,7 +14,9 @@ std::string LogSafe(absl::string_view text, size_t max) {
       break;
     }
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"') {
+    if (c > 0x20 && c < 0x7f && c != '\\' && c != '"') {
+      out.push_back(static_cast<char>(c));
+    } else if (c == ' ' && spaces) {
       out.push_back(static_cast<char>(c));
     } else {
       out.append("\\x");
@@ -22,5 +26,11 @@ std::string LogSafe(absl::string_view text, size_t max) {
   }
   return out;
 }
+
+}  // namespace
+
+std::string LogSafe(absl::string_view text, size_t max) { return Escape(text, max, false); }
+
+std::string LogQuoted(absl::string_view text, size_t max) { return Escape(text, max, true); }
 
 }  // namespace postern

@@ -3,9 +3,10 @@
 // Client-controlled text in log lines. Everything a client can choose (user
 // names, ID values, SASL data, backend error text echoing it) goes through
 // LogSafe before it reaches a log line, so that it can never end a line,
-// start a forged one, or smuggle terminal escapes: only printable ASCII
-// other than '\' and '"' passes; every other byte is written \xHH. Long
-// values are cut (with "...").
+// start a forged one, add a forged key=value field, or smuggle terminal
+// escapes: only printable ASCII other than ' ', '\' and '"' passes; every
+// other byte is written \xHH. LogQuoted is for values written inside
+// "...": spaces pass there. Long values are cut (with "...").
 
 #include <cstddef>
 #include <string>
@@ -15,5 +16,6 @@
 namespace postern {
 
 std::string LogSafe(absl::string_view text, size_t max = 256);
+std::string LogQuoted(absl::string_view text, size_t max = 512);
 
 }  // namespace postern

@@ -235,7 +235,7 @@ void Session::OnRouted(size_t backend, Credentials c) {
       LoginReply reply;
       reply.kind = LoginReply::Kind::kAuthzFailed;
       LoginFailed(std::move(reply),
-                  absl::StrCat("authorization identity for ", LogSafe(c.authcid),
+                  absl::StrCat("authorization identity for ", c.authcid,
                                " refused: the backend is not logged in to with PLAIN"));
       return;
     }
@@ -307,11 +307,11 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
 void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
   if (reply.kind == LoginReply::Kind::kUnavailable) {
     spdlog::warn("backend unavailable: session={} client={} user={} backend={} detail=\"{}\"", id(),
-                 peer_.Text(), LogSafe(user_), backend_name(), LogSafe(detail));
+                 peer_.Text(), LogSafe(user_), backend_name(), LogQuoted(detail));
   } else {
     spdlog::info("auth failed: session={} client={} listener={} user={} backend={} detail=\"{}\"",
                  id(), peer_.Text(), listener_.name, LogSafe(user_), backend_name(),
-                 LogSafe(detail));
+                 LogQuoted(detail));
   }
   state_ = State::kFront;
   front_->LoginFailed(reply);
@@ -397,7 +397,7 @@ void Session::LogEnd(absl::string_view reason) {
       id(), peer_.Text(), listener_.name, ProtocolName(listener_.protocol), client_->tls_version(),
       user_.empty() ? "-" : LogSafe(user_), backend_name(),
       stage_ ? stage_->Describe() : std::string("prelogin"), client_->bytes_in(),
-      client_->bytes_out(), ms, LogSafe(reason));
+      client_->bytes_out(), ms, LogQuoted(reason));
 }
 
 }  // namespace postern

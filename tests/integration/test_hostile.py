@@ -597,8 +597,11 @@ class LogInjectionTest(harness.BedTestCase):
     def test_authenticate_login_user_with_nul_and_crlf(self):
         c = self.connect("pop3s")
         self.assertTrue(c.pop3("AUTH LOGIN").startswith(b"+ "))
-        self.assertTrue(c.pop3(harness.b64("alice\0\r\n" + FORGED_LOG_LINE)).startswith(b"+ "))
-        r = c.pop3(harness.b64("demo"), timeout=10)
+        r = c.pop3(harness.b64("alice\0\r\n" + FORGED_LOG_LINE))
+        # A NUL in the user name may be refused at once (it is no SASL LOGIN
+        # user name); otherwise the password is asked for and the login fails.
+        if r.startswith(b"+ "):
+            r = c.pop3(harness.b64("demo"), timeout=10)
         self.assertTrue(r.startswith(b"-ERR"), r)
         self.assert_log_clean(c)
 
