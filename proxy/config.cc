@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "protocol/pop3_gateway.h"
 #include "yaml-cpp/yaml.h"
 
 // Early returns on error, local to this file (Abseil 20220623 has no public
@@ -279,6 +280,7 @@ class Parser {
   absl::Status ParseLimits(const Field& f, LimitsConfig& limits) const;
   absl::Status ParseTimeouts(const Field& f, TimeoutsConfig& timeouts) const;
   absl::Status ParseLog(const Field& f, LogConfig& log) const;
+  absl::Status ParseGateway(const Field& f, GatewayConfig& gateway) const;
 
   std::string source_;
   std::string base_dir_;  // relative paths resolve against it
@@ -795,13 +797,31 @@ absl::Status Parser::ParseLog(const Field& f, LogConfig& log) const {
   return absl::OkStatus();
 }
 
+absl::Status Parser::ParseGateway(const Field& f, GatewayConfig& gateway) const {
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m, ReadMapping(f, {"uidl_format", "seen"}));
+  if (const Field* x = m.Find("uidl_format")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string v, Scalar(*x, "a UIDL format"));
+    absl::StatusOr<UidlFormat> parsed = UidlFormat::Parse(v);
+    if (!parsed.ok()) return FieldError(*x, parsed.status().message());
+    gateway.uidl_format = v;
+  }
+  if (const Field* x = m.Find("seen")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*x, {"deferred", "immediate", "never"}));
+    constexpr Pop3GatewayOptions::Seen kSeen[] = {Pop3GatewayOptions::Seen::kDeferred,
+                                                  Pop3GatewayOptions::Seen::kImmediate,
+                                                  Pop3GatewayOptions::Seen::kNever};
+    gateway.seen = kSeen[v];
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& root) {
   // An empty document is an empty top-level mapping; it then fails for want
   // of listeners.
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
       Mapping m, ReadMapping(root, "", 1,
                              {"workers", "hostname", "listeners", "tls", "backends", "routing",
-                              "limits", "timeouts", "log"}));
+                              "limits", "timeouts", "gateway", "log"}));
   auto config = std::make_shared<Config>();
   config->source = source_;
   if (const Field* f = m.Find("workers")) {
@@ -826,6 +846,9 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
   }
   if (const Field* f = m.Find("timeouts")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseTimeouts(*f, config->timeouts));
+  }
+  if (const Field* f = m.Find("gateway")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseGateway(*f, config->gateway));
   }
   if (const Field* f = m.Find("log")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseLog(*f, config->log));

@@ -16,6 +16,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "protocol/pop3_gateway.h"
 
 namespace postern {
 
@@ -112,6 +113,17 @@ struct TimeoutsConfig {
   Ms shutdown_grace{10'000};  // timeouts.shutdown_grace: after SIGTERM, before sessions are closed
 };
 
+// The POP3-to-IMAP gateway (backends with pop3_mode: gateway).
+struct GatewayConfig {
+  // gateway.uidl_format: Dovecot's pop3_uidl_format variables (%u uid,
+  // %v uidvalidity; protocol/pop3_gateway.h UidlFormat), so users moved
+  // from Dovecot's POP3 server keep their UIDLs.
+  std::string uidl_format = "%08Xu%08Xv";
+  // gateway.seen: deferred (Dovecot: RETR marks \Seen, stored at the end) |
+  // immediate | never.
+  Pop3GatewayOptions::Seen seen = Pop3GatewayOptions::Seen::kDeferred;
+};
+
 struct LogConfig {
   std::string level = "info";  // log.level: trace|debug|info|warn|error
 };
@@ -127,6 +139,7 @@ struct Config {
   absl::flat_hash_map<std::string, size_t> user_backends;
   LimitsConfig limits;
   TimeoutsConfig timeouts;
+  GatewayConfig gateway;
   LogConfig log;
   std::string hostname = "postern";  // greeting name (hostname:)
   std::string source;                // the file it came from

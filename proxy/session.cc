@@ -4,11 +4,14 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "protocol/imap_front.h"
+#include "protocol/imap_response.h"
 #include "protocol/imap_string.h"
 #include "protocol/pop3_front.h"
+#include "proxy/gateway.h"
 #include "proxy/log_text.h"
 #include "proxy/relay.h"
 #include "proxy/worker.h"
@@ -21,6 +24,21 @@ namespace {
 constexpr uint32_t kShutdownLingerMs = 500;
 // A refused connection gets this long for its TLS handshake and the notice.
 constexpr uint64_t kRefuseTimeoutMs = 10'000;
+
+// A POP3 client refused by the IMAP backend of a gateway hears POP3's codes
+// (RFC 2449 section 8, RFC 3206; DIGEST c.1), never IMAP's.
+void MapImapRefusalToPop3(LoginReply& reply) {
+  const std::string code = absl::AsciiStrToUpper(reply.code);
+  reply.code.clear();
+  if (code == "UNAVAILABLE" || code == "SERVERBUG") {
+    reply.kind = LoginReply::Kind::kUnavailable;
+  } else if (code == "LIMIT" || code == "INUSE") {
+    reply.code = "IN-USE";
+  } else if (code == "AUTHORIZATIONFAILED") {
+    reply.kind = LoginReply::Kind::kAuthzFailed;
+  }
+  if (reply.code.empty()) reply.text.clear();  // our own words then
+}
 
 bool HasCrLfNul(absl::string_view s) {
   return s.find_first_of(absl::string_view("\r\n\0", 3)) != absl::string_view::npos;
@@ -224,7 +242,9 @@ void Session::Login(Credentials credentials) {
 void Session::OnRouted(size_t backend, Credentials c) {
   const BackendConfig& b = config_->backends[backend];
   backend_name_ = &b.name;
-  const Protocol protocol = listener_.protocol;
+  // A POP3 client on a gateway backend is served over the backend's IMAP.
+  gateway_ = listener_.protocol == Protocol::kPop3 && b.pop3_mode == Pop3Mode::kGateway;
+  const Protocol protocol = gateway_ ? Protocol::kImap : listener_.protocol;
   if (c.proxy_authorization()) {
     // Another identity's mailbox: only SASL PLAIN carries an authorization
     // identity to the backend (RFC 4616 section 2); LOGIN and USER/PASS
@@ -256,9 +276,11 @@ std::string Session::BackendIdArgs() const {
   // then what Postern says: Dovecot's forwarding keys (DIGEST d.1), read by
   // a backend that trusts Postern's address (login_trusted_networks).
   std::string out = "(";
-  const auto* imap = static_cast<const ImapFront*>(front_.get());
-  for (const auto& [k, v] : imap->client_id()) {
-    absl::StrAppend(&out, ImapQuote(k), " ", ImapQuote(v), " ");
+  if (listener_.protocol == Protocol::kImap) {
+    const auto* imap = static_cast<const ImapFront*>(front_.get());
+    for (const auto& [k, v] : imap->client_id()) {
+      absl::StrAppend(&out, ImapQuote(k), " ", ImapQuote(v), " ");
+    }
   }
   const PeerAddress local = PeerAddress::Local(client_->fd());
   absl::StrAppend(&out, "\"x-session-id\" ", ImapQuote(absl::string_view(id_.data(), id_.size())),
@@ -289,13 +311,15 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
       reply.capabilities = SanitizeCapabilities(outcome.capabilities);
       backend_ = std::move(backend);
       LeavePrelogin();
-      front_->LoginSucceeded(reply);
+      // The gateway answers the login itself, once the maildrop is open.
+      if (!gateway_) front_->LoginSucceeded(reply);
       spdlog::debug("login ok: session={} client={} user={} backend={}", id(), peer_.Text(),
                     LogSafe(user_), backend_name());
-      StartStage();
+      StartStage(std::move(outcome.capabilities));
       return;
     case LoginOutcome::Kind::kAuthFailed:
       reply.kind = LoginReply::Kind::kAuthFailed;
+      if (gateway_) MapImapRefusalToPop3(reply);
       break;
     case LoginOutcome::Kind::kUnavailable:
       reply.kind = LoginReply::Kind::kUnavailable;
@@ -321,13 +345,29 @@ void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
   ProcessInput();  // commands pipelined after the failed login
 }
 
-void Session::StartStage() {
+void Session::StartStage(std::string backend_capabilities) {
   state_ = State::kStage;
   front_.reset();  // frees what only the pre-login dialogue needed
   const LimitsConfig& limits = config_->limits;
-  client_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
   backend_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
-  stage_ = std::make_unique<Relay>(worker_, listener_.protocol, *client_, *backend_, *this);
+  if (gateway_) {
+    // The translator's own bound: OnDrained comes whenever the client made
+    // progress, which resumes commands, listings and the backend.
+    client_->SetWatermarks(limits.max_pending_replies, limits.max_pending_replies / 2);
+    Pop3GatewayOptions o;
+    o.uidl_format = config_->gateway.uidl_format;
+    o.seen = config_->gateway.seen;
+    o.max_reply_backlog = limits.max_pending_replies;
+    o.sasl_mechanisms = {"PLAIN", "LOGIN"};
+    o.pop3_limits.max_line = limits.max_line;
+    o.pop3_limits.error_budget = limits.error_budget;
+    stage_ = std::make_unique<Gateway>(worker_, *client_, *backend_, *this, std::move(o),
+                                       SplitCapabilities(backend_capabilities),
+                                       limits.relay_high_watermark);
+  } else {
+    client_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
+    stage_ = std::make_unique<Relay>(worker_, listener_.protocol, *client_, *backend_, *this);
+  }
   ArmIdle();
   stage_->Start();
 }

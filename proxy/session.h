@@ -88,7 +88,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   // The login failed (or was refused before reaching a backend): log it and
   // let the front answer.
   void LoginFailed(LoginReply reply, absl::string_view detail);
-  void StartStage();
+  void StartStage(std::string backend_capabilities);
   // IMAP ID arguments for the backend: the client's RFC 2971 fields, then
   // Postern's own x- fields (Dovecot's forwarding keys).
   std::string BackendIdArgs() const;
@@ -120,6 +120,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   State state_ = State::kFront;
   bool blocked_ = false;  // the front waits for the client's replies to drain
   bool counted_prelogin_ = false;
+  bool gateway_ = false;  // POP3 served over the backend's IMAP (protocol/pop3_gateway.h)
 };
 
 }  // namespace postern
