@@ -339,6 +339,8 @@ std::optional<size_t> UnpaddedBase64Size(absl::string_view s) {
   return s.size() * 3 / 4;
 }
 
+constexpr size_t kMinArgon2HashBytes = 16;  // crypto_pwhash_BYTES_MIN
+
 struct Argon2Params {
   argon2_type type = Argon2_i;
   uint32_t memory_kib = 0;
@@ -369,12 +371,10 @@ absl::StatusOr<Argon2Params> CheckArgon2(const Scheme& s, absl::string_view h,
   } else {
     return Malformed(s, "not an $argon2i$ or $argon2id$ hash");
   }
-  if (absl::StartsWith(rest, "v=")) {
-    const std::optional<uint32_t> v = TakeNumber(rest, "v=", '$');
-    if (!v || (*v != ARGON2_VERSION_10 && *v != ARGON2_VERSION_13)) {
-      return Malformed(s, "version is not v=16 or v=19");
-    }
-  }
+  // libsodium, behind Dovecot, knows version 1.3 only (libargon2 also
+  // takes v=16, or no v= at all).
+  const std::optional<uint32_t> v = TakeNumber(rest, "v=", '$');
+  if (!v || *v != ARGON2_VERSION_13) return Malformed(s, "version is not v=19");
   const std::optional<uint32_t> m = TakeNumber(rest, "m=", ',');
   const std::optional<uint32_t> t = m ? TakeNumber(rest, "t=", ',') : std::nullopt;
   const std::optional<uint32_t> l = t ? TakeNumber(rest, "p=", '$') : std::nullopt;
@@ -399,8 +399,9 @@ absl::StatusOr<Argon2Params> CheckArgon2(const Scheme& s, absl::string_view h,
   const std::optional<size_t> salt = UnpaddedBase64Size(rest.substr(0, salt_end));
   const std::optional<size_t> hash = UnpaddedBase64Size(rest.substr(salt_end + 1));
   if (!salt || !hash) return Malformed(s, "salt or hash is not unpadded base64");
-  if (*salt < ARGON2_MIN_SALT_LENGTH || *hash < ARGON2_MIN_OUTLEN) {
-    return Malformed(s, "salt shorter than 8 bytes or hash shorter than 4");
+  // libargon2 takes a 4-byte hash; libsodium, behind Dovecot, wants 16.
+  if (*salt < ARGON2_MIN_SALT_LENGTH || *hash < kMinArgon2HashBytes) {
+    return Malformed(s, "salt shorter than 8 bytes or hash shorter than 16");
   }
   return p;
 }

@@ -34,7 +34,10 @@
 //  - a crypt or argon2 hash that could never match (bad length or alphabet,
 //    rounds outside what libxcrypt keeps, leading zeros) is an error, as is a
 //    cost above PasswordCostLimits;
-//  - base64 with whitespace or non-zero padding bits is an error.
+//  - base64 with whitespace or non-zero padding bits is an error;
+//  - an argon2 hash libsodium would not take (not v=19, a hash shorter than
+//    16 bytes, non-zero trailing bits) is an error, though libargon2 could
+//    check it (Dovecot calls these a mismatch).
 //
 // Errors never contain the password, the stored hash or its salt: only the
 // scheme's name, when it is one Dovecot knows, and cost parameters.

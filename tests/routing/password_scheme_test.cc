@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 
@@ -329,6 +330,34 @@ TEST(PasswordSchemeTest, LimitsAreConfigurable) {
             absl::StatusCode::kResourceExhausted);
   tight.max_argon2_work = 65536 * 3;
   EXPECT_TRUE(ValidatePasswordField("{ARGON2ID}" + kArgon, tight).ok());
+}
+
+TEST(PasswordSchemeTest, Argon2SizesFollowLibsodium) {
+  // Made with libargon2's argon2id_hash_encoded (doveadm cannot go this
+  // small); Dovecot verifies the first and calls the second a mismatch:
+  // libsodium wants a hash of 16 bytes or more, libargon2 takes 4.
+  EXPECT_EQ(*VerifyPassword(kPw,
+                            "{ARGON2ID}$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$"
+                            "MFH3xoFDa+Wu2koEEjOPMA"),
+            true);
+  const std::string short_hash =
+      "{ARGON2ID}$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$"
+      "QwRxOE06R9Izq8g14uhC";
+  EXPECT_EQ(ValidatePasswordField(short_hash).message(),
+            "ARGON2ID: salt shorter than 8 bytes or hash shorter than 16");
+  EXPECT_EQ(VerifyPassword(kPw, short_hash).status().code(), absl::StatusCode::kInvalidArgument);
+  // argon2i with two lanes, also from libargon2; Dovecot verifies it.
+  EXPECT_EQ(*VerifyPassword(kPw,
+                            "{ARGON2I}$argon2i$v=19$m=128,t=2,p=2$c2FsdHNhbHRzYWx0MTIzNA$"
+                            "cKi8bEs0dSUnyj3Zu0+R4Q"),
+            true);
+  // Version 1.0 (v=16, or no v=): libargon2 verifies it, libsodium does not.
+  for (const char* old_version : {"$argon2i$v=16$", "$argon2i$"}) {
+    const std::string stored = absl::StrCat("{ARGON2I}", old_version,
+                                            "m=64,t=2,p=1$c2FsdHNhbHRzYWx0MTIzNA$"
+                                            "i7fpHuiu4+CiAEhPNi3svA");
+    EXPECT_EQ(ValidatePasswordField(stored).message(), "ARGON2I: version is not v=19");
+  }
 }
 
 TEST(PasswordSchemeTest, TruncatingMethodsTruncateLikeDovecot) {
