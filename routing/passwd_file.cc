@@ -250,7 +250,12 @@ absl::Status PasswdFile::ParseAll(const PasswdFileOptions& options) {
                                                      ": duplicate of line ", entries_[*it].line));
     }
   }
-  // extra_fields_ is final: point each entry at its slice.
+  entries_.shrink_to_fit();
+  extra_fields_.shrink_to_fit();
+  lowered_.shrink_to_fit();
+  lowered_keys_.shrink_to_fit();
+  // extra_fields_ is final (and will not move again): point each entry at
+  // its slice.
   for (size_t i = 0; i < entries_.size(); ++i) {
     const size_t begin = extra_begin[i];
     const size_t stop = i + 1 < entries_.size() ? extra_begin[i + 1] : extra_fields_.size();
@@ -259,10 +264,6 @@ absl::Status PasswdFile::ParseAll(const PasswdFileOptions& options) {
           absl::Span<const PasswdExtraField>(extra_fields_.data() + begin, stop - begin);
     }
   }
-  entries_.shrink_to_fit();
-  extra_fields_.shrink_to_fit();
-  lowered_.shrink_to_fit();
-  lowered_keys_.shrink_to_fit();
   return absl::OkStatus();
 }
 
