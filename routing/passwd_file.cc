@@ -91,19 +91,22 @@ absl::Status AddExtraField(absl::string_view token, PasswdLine& out, HonouredSee
   return absl::OkStatus();
 }
 
-}  // namespace
-
-bool IsPasswdSkippedLine(absl::string_view line) {
-  line = StripCr(line);
+// IsPasswdSkippedLine on a line whose CR is already gone (one CR only is
+// a line end: "x\r\r" is the user "x\r", refused for its control character).
+bool IsSkipped(absl::string_view line) {
   size_t i = 0;
   while (i < line.size() && IsBlank(line[i])) ++i;
   return i == line.size() || line[i] == '#';
 }
 
+}  // namespace
+
+bool IsPasswdSkippedLine(absl::string_view line) { return IsSkipped(StripCr(line)); }
+
 absl::StatusOr<PasswdLine> ParsePasswdLine(absl::string_view line,
                                            const PasswordCostLimits& limits) {
   line = StripCr(line);
-  if (IsPasswdSkippedLine(line)) return absl::InvalidArgumentError("not a user line");
+  if (IsSkipped(line)) return absl::InvalidArgumentError("not a user line");
   if (line.find('\0') != absl::string_view::npos) return LineError("", "NUL byte in the line");
   if (line.find('\n') != absl::string_view::npos) return LineError("", "LF inside the line");
 
@@ -213,14 +216,15 @@ absl::Status PasswdFile::ParseAll(const PasswdFileOptions& options) {
     ++number;
     size_t end = text.find('\n', pos);
     if (end == absl::string_view::npos) end = text.size();
-    const absl::string_view line = StripCr(text.substr(pos, end - pos));
+    const absl::string_view raw = text.substr(pos, end - pos);  // CR and all
+    const absl::string_view line = StripCr(raw);
     pos = end + 1;
     if (line.size() > options.max_line_length) {
       return absl::ResourceExhaustedError(absl::StrCat(
           source_name_, ":", number, ": line longer than ", options.max_line_length, " bytes"));
     }
-    if (IsPasswdSkippedLine(line)) continue;
-    absl::StatusOr<PasswdLine> parsed = ParsePasswdLine(line, options.password_limits);
+    if (IsSkipped(line)) continue;
+    absl::StatusOr<PasswdLine> parsed = ParsePasswdLine(raw, options.password_limits);
     if (!parsed.ok()) {
       return absl::Status(parsed.status().code(),
                           absl::StrCat(source_name_, ":", number, ": ", parsed.status().message()));

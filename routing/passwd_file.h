@@ -13,8 +13,9 @@
 // `password[NN]` (libpam-pwdfile) is CRYPT, except [34] and [56]
 // (PLAIN-MD5, DIGEST-MD5), which are refused as unsupported schemes.
 //
-// Lines are LF- or CRLF-terminated. Empty lines, lines of blanks and lines
-// whose first non-blank character is '#' are skipped.
+// Lines are LF- or CRLF-terminated (one CR: a second belongs to the line).
+// Empty lines, lines of blanks and lines whose first non-blank character is
+// '#' are skipped.
 //
 // What Postern honours of the extra fields: host=, port= (1..65535),
 // destuser=, nologin (with or without a value) and reason=. Every other

@@ -183,7 +183,7 @@ TEST(PasswdLineTest, SkippedLines) {
        {"", " ", "\t \t", "\r", "#", "# alice:{PLAIN}x", "   # indented", "\t#x\r"}) {
     EXPECT_TRUE(IsPasswdSkippedLine(line)) << line;
   }
-  for (const char* line : {"a", " a", "a#", ":x", "a:#"}) {
+  for (const char* line : {"a", " a", "a#", ":x", "a:#", "\r\r", " \r\r"}) {
     EXPECT_FALSE(IsPasswdSkippedLine(line)) << line;
   }
 }
@@ -345,7 +345,11 @@ INSTANTIATE_TEST_SUITE_P(
                       "supported"},
         FileErrorCase{"\n\n\nb:{PLAIN}\n",
                       "users.passwd:4: user b: password field: PLAIN: nothing after the scheme"},
-        FileErrorCase{"a:{PLAIN}a\n\0\n"s, "users.passwd:2: NUL byte in the line"}));
+        FileErrorCase{"a:{PLAIN}a\n\0\n"s, "users.passwd:2: NUL byte in the line"},
+        // One CR ends a line; a second is part of it (found by passwd_line_fuzz).
+        FileErrorCase{"a:{PLAIN}a\r\nb\r\r\n",
+                      "users.passwd:2: control character in the user name"},
+        FileErrorCase{"\r\r\n", "users.passwd:1: control character in the user name"}));
 
 TEST(PasswdFileTest, LineLengthLimit) {
   PasswdFileOptions options;
