@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -159,7 +160,6 @@ size_t DigestSize(Family f) {
 
 // The raw bytes behind the field's data, decoded as its encoding says.
 absl::StatusOr<std::string> DecodeData(const Field& f) {
-  Encoding encoding = f.encoding;
   const size_t digest_size = DigestSize(f.scheme->family);
   const bool fixed_size =
       f.scheme->family == Family::kSha256 || f.scheme->family == Family::kSha512;
@@ -168,7 +168,7 @@ absl::StatusOr<std::string> DecodeData(const Field& f) {
     // back to base64 when the guess does not decode.
     if (std::optional<std::string> raw = DecodeHex(f.data)) return *std::move(raw);
   }
-  switch (encoding) {
+  switch (f.encoding) {
     case Encoding::kRaw:
       return std::string(f.data);
     case Encoding::kHex: {
