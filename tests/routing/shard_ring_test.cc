@@ -105,6 +105,10 @@ TEST(ShardRing, ChangingAWeightMovesOnlyThatShardsUsers) {
     }
   }
   // store-5 goes from 1/10 to 2/11 of the points.
+  std::printf(
+      "store-5 of 10 shards from weight 1 to 2 moved %.2f%% of users (2/11 - 1/10 = "
+      "%.2f%%)\n",
+      Percent(moved), 100.0 * (2.0 / 11 - 1.0 / 10));
   EXPECT_NEAR(Percent(moved), 100.0 * (2.0 / 11 - 1.0 / 10), 1.0);
 }
 
