@@ -378,7 +378,20 @@ backends: [{name: b, address: 127.0.0.1}]
 worker: 4
 )",
      "postern.yaml:4: worker: unknown key (expected one of: workers, hostname, listeners, tls, "
-     "backends, routing, limits, timeouts, log)"},
+     "backends, routing, limits, timeouts, gateway, log)"},
+    {"BadPop3Mode", R"(
+listeners: [{protocol: pop3, address: "127.0.0.1:110", tls: none}]
+backends: [{name: b, address: 127.0.0.1, pop3_mode: translate}]
+)",
+     "postern.yaml:2: backends[0].pop3_mode: expected relay or gateway, got 'translate'"},
+    {"BadUidlFormat", R"(
+listeners: [{protocol: pop3, address: "127.0.0.1:110", tls: none}]
+backends: [{name: b, address: 127.0.0.1}]
+gateway:
+  uidl_format: "%08Xv"
+)",
+     "postern.yaml:4: gateway.uidl_format: pop3 uidl_format '%08Xv': the format must contain the "
+     "uid (%u), or UIDLs repeat at offset 5"},
     {"UnknownListenerKey", R"(
 listeners:
   - protocol: imap
