@@ -2,6 +2,10 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "protocol/sasl_server.h"
+
 namespace postern {
 
 bool Front::SpendError(absl::string_view bye) {
@@ -32,6 +36,27 @@ absl::string_view NoticeText(bool imap, Notice notice) {
                   : "-ERR [SYS/TEMP] Server busy, try again later.\r\n";
   }
   return "";
+}
+
+bool Front::Offered(absl::string_view name, Credentials::Mechanism* mech) const {
+  Credentials::Mechanism m;
+  if (!SaslServer::ParseMechanism(name, &m)) return false;
+  for (Credentials::Mechanism o : options_.sasl) {
+    if (o == m) {
+      *mech = m;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string Front::MechanismList(absl::string_view prefix, absl::string_view separator) const {
+  std::string out;
+  for (Credentials::Mechanism m : options_.sasl) {
+    if (!out.empty()) out.append(separator.data(), separator.size());
+    absl::StrAppend(&out, prefix, SaslServer::MechanismName(m));
+  }
+  return out;
 }
 
 std::string SanitizeReplyText(absl::string_view text, size_t max) {

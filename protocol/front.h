@@ -29,17 +29,22 @@ namespace postern {
 // What a client logged in with.
 struct Credentials {
   enum class Mechanism {
-    kLogin,      // IMAP LOGIN, POP3 USER + PASS
-    kPlain,      // SASL PLAIN (RFC 4616)
-    kSaslLogin,  // SASL LOGIN (draft-murchison-sasl-login)
+    kLogin,        // IMAP LOGIN, POP3 USER + PASS
+    kPlain,        // SASL PLAIN (RFC 4616)
+    kSaslLogin,    // SASL LOGIN (draft-murchison-sasl-login)
+    kXoauth2,      // SASL XOAUTH2 (Google's): `secret` is the bearer token
+    kOauthbearer,  // SASL OAUTHBEARER (RFC 7628): `secret` is the bearer token
   };
   Mechanism mechanism = Mechanism::kLogin;
   std::string authcid;  // the authentication identity: whose secret this is
   // The authorization identity (SASL PLAIN): whose mailbox to open. Empty
   // when the client asked for none (RFC 4616 section 2: act as authcid).
   std::string authzid;
-  std::string secret;  // the password
+  std::string secret;  // the password, or the OAuth bearer token
 
+  bool oauth() const {
+    return mechanism == Mechanism::kXoauth2 || mechanism == Mechanism::kOauthbearer;
+  }
   // The identity whose mailbox is opened: authzid when given, else authcid.
   const std::string& mailbox_user() const { return authzid.empty() ? authcid : authzid; }
   // An authorization identity other than the authentication identity.
@@ -83,6 +88,10 @@ struct FrontOptions {
   uint32_t error_budget = 10;
   // Failed logins before the session is closed (limits.max_auth_attempts).
   uint32_t max_auth_attempts = 3;
+  // SASL mechanisms offered (AUTHENTICATE, AUTH), in this order: any of
+  // PLAIN, LOGIN, XOAUTH2, OAUTHBEARER (listeners[].sasl_mechanisms).
+  std::vector<Credentials::Mechanism> sasl = {Credentials::Mechanism::kPlain,
+                                              Credentials::Mechanism::kSaslLogin};
 };
 
 class FrontHost {
@@ -142,6 +151,14 @@ class Front {
       : host_(host), options_(std::move(options)) {}
 
   bool AuthAllowed() const { return options_.tls || options_.allow_plaintext_auth; }
+  // The mechanism named `name` if it is offered here.
+  bool Offered(absl::string_view name, Credentials::Mechanism* mech) const;
+  // "PLAIN LOGIN ..." as offered (`prefix` before each name: "AUTH=" for IMAP).
+  std::string MechanismList(absl::string_view prefix, absl::string_view separator) const;
+  // RFC 7628 section 3.2.2: the error challenge after a refused OAuth token
+  // ("+ " base64 of a JSON status), answered by one client line.
+  static constexpr absl::string_view kOauthErrorChallenge =
+      "+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NoZW1lcyI6ImJlYXJlciJ9\r\n";
   bool CanStartTls() const { return options_.starttls && !options_.tls; }
   // Counts a bad command. False (the session is ended, after `bye` is sent)
   // when the error budget was already spent: error_budget errors are
@@ -156,6 +173,9 @@ class Front {
   FrontOptions options_;
   uint32_t errors_ = 0;
   uint32_t auth_failures_ = 0;
+  // The mechanism of the login in flight (OAuth refusals take one more
+  // round trip, RFC 7628 section 3.2.2).
+  Credentials::Mechanism login_mech_ = Credentials::Mechanism::kLogin;
   bool waiting_login_ = false;
   bool logged_in_ = false;
   bool ended_ = false;

@@ -61,7 +61,7 @@ std::string ImapFront::Capabilities() const {
   std::string caps = "IMAP4rev1 SASL-IR LITERAL+ ID ENABLE IDLE";
   if (CanStartTls()) absl::StrAppend(&caps, " STARTTLS");
   if (AuthAllowed()) {
-    absl::StrAppend(&caps, " AUTH=PLAIN AUTH=LOGIN");
+    absl::StrAppend(&caps, " ", MechanismList("AUTH=", " "));
   } else {
     // RFC 9051 section 6.2.3 / RFC 2595 section 3.2.
     absl::StrAppend(&caps, " LOGINDISABLED");
@@ -91,6 +91,17 @@ void ImapFront::Bad(absl::string_view text) {
 
 Front::Step ImapFront::ProcessOne(Buffer& in) {
   if (ended_ || waiting_login_ || logged_in_) return Step::kStopped;
+  if (oauth_refusal_ != nullptr) {
+    // Any line (the %x01 dummy response, or "*") ends the exchange.
+    absl::string_view line;
+    size_t consumed = 0;
+    LineSplitter::Status st = oauth_refusal_->lines.Next(in, &line, &consumed);
+    in.Drain(consumed);
+    if (st == LineSplitter::Status::kNeedMore) return Step::kNeedMore;
+    std::unique_ptr<OauthRefusal> r = std::move(oauth_refusal_);
+    Refuse(r->reply);
+    return ended_ ? Step::kStopped : Step::kHandled;
+  }
   if (sasl_ != nullptr) return ProcessSasl(in);
   while (!in.empty()) {
     size_t consumed = 0;
@@ -179,6 +190,7 @@ void ImapFront::OnSaslResult(SaslServer::Result r) {
 
 void ImapFront::BeginLogin(Credentials c) {
   waiting_login_ = true;
+  login_mech_ = c.mechanism;
   host_.Login(std::move(c));
 }
 
@@ -249,7 +261,7 @@ void ImapFront::HandleCommand(const ImapCommand& cmd) {
       return;
     }
     Credentials::Mechanism m;
-    if (!SaslServer::ParseMechanism(args[0].value, &m)) {
+    if (!Offered(args[0].value, &m)) {
       // RFC 9051 section 6.2.2: NO for a mechanism we do not support.
       Tagged("NO", "Unsupported authentication mechanism.");
       return;
@@ -314,6 +326,19 @@ void ImapFront::LoginSucceeded(const LoginReply& reply) {
 
 void ImapFront::LoginFailed(const LoginReply& reply) {
   waiting_login_ = false;
+  if ((login_mech_ == Credentials::Mechanism::kXoauth2 ||
+       login_mech_ == Credentials::Mechanism::kOauthbearer) &&
+      reply.kind != LoginReply::Kind::kUnavailable) {
+    // RFC 7628 section 3.2.2: a refused token gets an error challenge; the
+    // tagged NO follows the client's (dummy) answer.
+    host_.Send(kOauthErrorChallenge);
+    oauth_refusal_ = std::make_unique<OauthRefusal>(reply);
+    return;
+  }
+  Refuse(reply);
+}
+
+void ImapFront::Refuse(const LoginReply& reply) {
   switch (reply.kind) {
     case LoginReply::Kind::kOk:
     case LoginReply::Kind::kAuthFailed:

@@ -44,6 +44,8 @@ class ImapFront final : public Front {
   void StartSasl(Credentials::Mechanism mech, bool has_initial, absl::string_view initial);
   void OnSaslResult(SaslServer::Result r);
   void BeginLogin(Credentials c);
+  // The refusal itself (after the OAuth error round trip, if any).
+  void Refuse(const LoginReply& reply);
   void Tagged(absl::string_view status, absl::string_view text);
   // BAD for a client error, then the error budget.
   void Bad(absl::string_view text);
@@ -58,6 +60,14 @@ class ImapFront final : public Front {
     LineSplitter lines;
   };
   std::unique_ptr<Sasl> sasl_;
+  // A refused OAuth login: the client's answer to the error challenge is
+  // awaited before the refusal (RFC 7628 section 3.2.2).
+  struct OauthRefusal {
+    explicit OauthRefusal(LoginReply r) : reply(std::move(r)), lines(1024) {}
+    LoginReply reply;
+    LineSplitter lines;
+  };
+  std::unique_ptr<OauthRefusal> oauth_refusal_;
 };
 
 }  // namespace postern

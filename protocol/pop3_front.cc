@@ -43,6 +43,16 @@ void Pop3Front::Err(absl::string_view text) {
 
 Front::Step Pop3Front::ProcessOne(Buffer& in) {
   if (ended_ || waiting_login_ || logged_in_) return Step::kStopped;
+  if (oauth_refusal_ != nullptr) {
+    absl::string_view line;
+    size_t consumed = 0;
+    LineSplitter::Status st = oauth_refusal_->lines.Next(in, &line, &consumed);
+    in.Drain(consumed);
+    if (st == LineSplitter::Status::kNeedMore) return Step::kNeedMore;
+    std::unique_ptr<OauthRefusal> r = std::move(oauth_refusal_);
+    Refuse(r->reply);
+    return ended_ ? Step::kStopped : Step::kHandled;
+  }
   if (sasl_ != nullptr) return ProcessSasl(in);
   switch (reader_->Next(in)) {
     case Pop3CommandReader::Event::kNeedMore:
@@ -106,6 +116,7 @@ void Pop3Front::OnSaslResult(SaslServer::Result r) {
 
 void Pop3Front::BeginLogin(Credentials c) {
   waiting_login_ = true;
+  login_mech_ = c.mechanism;
   host_.Login(std::move(c));
 }
 
@@ -118,7 +129,7 @@ void Pop3Front::HandleCommand(const Pop3Command& cmd) {
         "+OK Capability list follows.\r\n"
         "TOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n";
     if (CanStartTls()) absl::StrAppend(&caps, "STLS\r\n");
-    if (AuthAllowed()) absl::StrAppend(&caps, "USER\r\nSASL ", kMechanisms, "\r\n");
+    if (AuthAllowed()) absl::StrAppend(&caps, "USER\r\nSASL ", MechanismList("", " "), "\r\n");
     absl::StrAppend(&caps, "IMPLEMENTATION Postern\r\n.\r\n");
     host_.Send(caps);
     return;
@@ -181,11 +192,11 @@ void Pop3Front::HandleCommand(const Pop3Command& cmd) {
     }
     if (args.empty()) {
       // The mechanism list (as most servers answer a bare AUTH).
-      host_.Send("+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n");
+      host_.Send(absl::StrCat("+OK\r\n", MechanismList("", "\r\n"), "\r\n.\r\n"));
       return;
     }
     Credentials::Mechanism m;
-    if (!SaslServer::ParseMechanism(args[0], &m)) {
+    if (!Offered(args[0], &m)) {
       host_.Send("-ERR Unsupported authentication mechanism.\r\n");
       return;
     }
@@ -207,6 +218,18 @@ void Pop3Front::LoginSucceeded(const LoginReply& reply) {
 
 void Pop3Front::LoginFailed(const LoginReply& reply) {
   waiting_login_ = false;
+  if ((login_mech_ == Credentials::Mechanism::kXoauth2 ||
+       login_mech_ == Credentials::Mechanism::kOauthbearer) &&
+      reply.kind != LoginReply::Kind::kUnavailable) {
+    // RFC 7628 section 3.2.2 (and RFC 5034 section 4 for POP3 AUTH).
+    host_.Send(kOauthErrorChallenge);
+    oauth_refusal_ = std::make_unique<OauthRefusal>(reply);
+    return;
+  }
+  Refuse(reply);
+}
+
+void Pop3Front::Refuse(const LoginReply& reply) {
   switch (reply.kind) {
     case LoginReply::Kind::kOk:
     case LoginReply::Kind::kAuthFailed:

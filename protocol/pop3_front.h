@@ -26,14 +26,12 @@ class Pop3Front final : public Front {
   void LoginFailed(const LoginReply& reply) override;
   void TlsStarted() override;
 
-  // The SASL mechanisms offered, as CAPA's SASL line lists them.
-  static constexpr absl::string_view kMechanisms = "PLAIN LOGIN";
-
  private:
   void HandleCommand(const Pop3Command& cmd);
   Step ProcessSasl(Buffer& in);
   void OnSaslResult(SaslServer::Result r);
   void BeginLogin(Credentials c);
+  void Refuse(const LoginReply& reply);
   // -ERR for a client error, then the error budget.
   void Err(absl::string_view text);
 
@@ -45,6 +43,12 @@ class Pop3Front final : public Front {
     LineSplitter lines;
   };
   std::unique_ptr<Sasl> sasl_;
+  struct OauthRefusal {
+    explicit OauthRefusal(LoginReply r) : reply(std::move(r)), lines(1024) {}
+    LoginReply reply;
+    LineSplitter lines;
+  };
+  std::unique_ptr<OauthRefusal> oauth_refusal_;  // see ImapFront
 };
 
 }  // namespace postern

@@ -3,7 +3,9 @@
 #include <utility>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace postern {
 namespace {
@@ -72,6 +74,145 @@ std::string EncodeSaslPlain(absl::string_view authzid, absl::string_view authcid
                             absl::string_view password) {
   return EncodeBase64(absl::StrCat(authzid, absl::string_view("\0", 1), authcid,
                                    absl::string_view("\0", 1), password));
+}
+
+namespace {
+
+constexpr char kKvSep = '\x01';
+
+bool HasControl(absl::string_view s) {
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) return true;
+  }
+  return false;
+}
+
+// RFC 7628 section 3.1: auth-value = "Bearer" 1*SP b64token, the scheme
+// matched without regard to case (RFC 6750 section 2.1).
+absl::StatusOr<std::string> BearerToken(absl::string_view value) {
+  constexpr absl::string_view kBearer = "bearer ";
+  if (value.size() <= kBearer.size() ||
+      !absl::EqualsIgnoreCase(value.substr(0, kBearer.size()), kBearer)) {
+    return absl::InvalidArgumentError("OAuth: auth is not a Bearer token");
+  }
+  absl::string_view token = value.substr(kBearer.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  if (token.empty() || HasControl(token) || token.find(' ') != absl::string_view::npos) {
+    return absl::InvalidArgumentError("OAuth: bad token");
+  }
+  return std::string(token);
+}
+
+}  // namespace
+
+absl::StatusOr<SaslOAuth> ParseXoauth2(absl::string_view message) {
+  // user=<user>^Aauth=Bearer <token>^A^A
+  if (!absl::ConsumePrefix(&message, "user=")) {
+    return absl::InvalidArgumentError("XOAUTH2: missing user=");
+  }
+  const size_t sep = message.find(kKvSep);
+  if (sep == absl::string_view::npos) return absl::InvalidArgumentError("XOAUTH2: bad format");
+  SaslOAuth out;
+  out.user = std::string(message.substr(0, sep));
+  message.remove_prefix(sep + 1);
+  if (!absl::ConsumePrefix(&message, "auth=") || !absl::ConsumeSuffix(&message, "\x01\x01")) {
+    return absl::InvalidArgumentError("XOAUTH2: bad format");
+  }
+  if (out.user.empty() || HasControl(out.user)) {
+    return absl::InvalidArgumentError("XOAUTH2: bad user");
+  }
+  absl::StatusOr<std::string> token = BearerToken(message);
+  if (!token.ok()) return token.status();
+  out.token = *std::move(token);
+  return out;
+}
+
+absl::StatusOr<SaslOAuth> ParseOauthbearer(absl::string_view message) {
+  // gs2-header = gs2-cb-flag "," [gs2-authzid] "," ; RFC 5801 section 4
+  const size_t c1 = message.find(',');
+  if (c1 == absl::string_view::npos) return absl::InvalidArgumentError("OAUTHBEARER: bad header");
+  const absl::string_view flag = message.substr(0, c1);
+  if (flag != "n" && flag != "y") {
+    // "p=...": channel binding, which a proxy that terminates TLS cannot
+    // honour (DIGEST e.26).
+    return absl::InvalidArgumentError("OAUTHBEARER: channel binding not supported");
+  }
+  message.remove_prefix(c1 + 1);
+  const size_t c2 = message.find(',');
+  if (c2 == absl::string_view::npos) return absl::InvalidArgumentError("OAUTHBEARER: bad header");
+  absl::string_view authzid = message.substr(0, c2);
+  message.remove_prefix(c2 + 1);
+  SaslOAuth out;
+  if (absl::ConsumePrefix(&authzid, "a=")) {
+    // saslname: "," and "=" written =2C and =3D (RFC 5801 section 4).
+    for (size_t i = 0; i < authzid.size(); ++i) {
+      if (authzid[i] != '=') {
+        out.user.push_back(authzid[i]);
+        continue;
+      }
+      const absl::string_view esc = authzid.substr(i, 3);
+      if (esc == "=2C") {
+        out.user.push_back(',');
+      } else if (esc == "=3D") {
+        out.user.push_back('=');
+      } else {
+        return absl::InvalidArgumentError("OAUTHBEARER: bad authzid escape");
+      }
+      i += 2;
+    }
+  } else if (!authzid.empty()) {
+    return absl::InvalidArgumentError("OAUTHBEARER: bad header");
+  }
+  if (out.user.empty() || HasControl(out.user)) {
+    return absl::InvalidArgumentError("OAUTHBEARER: a user (a=) is required");
+  }
+  // kvsep *kvpair kvsep
+  if (!absl::ConsumePrefix(&message, "\x01") || !absl::ConsumeSuffix(&message, "\x01")) {
+    return absl::InvalidArgumentError("OAUTHBEARER: bad format");
+  }
+  bool have_auth = false;
+  while (!message.empty()) {
+    const size_t end = message.find(kKvSep);
+    if (end == absl::string_view::npos)
+      return absl::InvalidArgumentError("OAUTHBEARER: bad format");
+    absl::string_view kv = message.substr(0, end);
+    message.remove_prefix(end + 1);
+    if (absl::ConsumePrefix(&kv, "auth=")) {
+      if (have_auth) return absl::InvalidArgumentError("OAUTHBEARER: two auth values");
+      absl::StatusOr<std::string> token = BearerToken(kv);
+      if (!token.ok()) return token.status();
+      out.token = *std::move(token);
+      have_auth = true;
+    }
+    // host=, port= and extensions are not used.
+  }
+  if (!have_auth) return absl::InvalidArgumentError("OAUTHBEARER: no auth value");
+  return out;
+}
+
+std::string EncodeXoauth2(absl::string_view user, absl::string_view token) {
+  return EncodeBase64(absl::StrCat("user=", user,
+                                   "\x01"
+                                   "auth=Bearer ",
+                                   token, "\x01\x01"));
+}
+
+std::string EncodeOauthbearer(absl::string_view user, absl::string_view token) {
+  std::string name;
+  for (char c : user) {
+    if (c == ',') {
+      name += "=2C";
+    } else if (c == '=') {
+      name += "=3D";
+    } else {
+      name.push_back(c);
+    }
+  }
+  return EncodeBase64(absl::StrCat("n,a=", name,
+                                   ",\x01"
+                                   "auth=Bearer ",
+                                   token, "\x01\x01"));
 }
 
 absl::Status SaslLogin::Step(absl::string_view base64) {

@@ -47,6 +47,24 @@ absl::StatusOr<SaslPlain> ParseSaslPlainMessage(absl::string_view message);
 std::string EncodeSaslPlain(absl::string_view authzid, absl::string_view authcid,
                             absl::string_view password);
 
+// OAuth 2.0 bearer tokens over SASL.
+struct SaslOAuth {
+  std::string user;   // XOAUTH2 user=, OAUTHBEARER gs2 authzid (a=)
+  std::string token;  // the bearer token
+};
+// XOAUTH2 (Google's): "user=" user ^A "auth=Bearer " token ^A ^A, on the
+// decoded message. The user must not be empty.
+absl::StatusOr<SaslOAuth> ParseXoauth2(absl::string_view message);
+// OAUTHBEARER (RFC 7628 section 3.1): gs2-header ("n" or "y", never
+// channel binding "p="; a=authzid with =2C / =3D escapes) ^A
+// *(key "=" value ^A) ^A, with auth="Bearer" SP token (the scheme
+// case-insensitive, RFC 6750 section 2.1). Postern routes by user name, so
+// the authzid (a=) is required.
+absl::StatusOr<SaslOAuth> ParseOauthbearer(absl::string_view message);
+// The client side (toward a backend): base64 of the messages above.
+std::string EncodeXoauth2(absl::string_view user, absl::string_view token);
+std::string EncodeOauthbearer(absl::string_view user, absl::string_view token);
+
 // The LOGIN mechanism, server side: send "+ " challenge(), give each client
 // response to Step(), until done(). A client may send the user name as the
 // initial response; Step() it the same way.

@@ -15,7 +15,30 @@ bool SaslServer::ParseMechanism(absl::string_view name, Credentials::Mechanism* 
     *out = Credentials::Mechanism::kSaslLogin;
     return true;
   }
+  if (absl::EqualsIgnoreCase(name, "XOAUTH2")) {
+    *out = Credentials::Mechanism::kXoauth2;
+    return true;
+  }
+  if (absl::EqualsIgnoreCase(name, "OAUTHBEARER")) {
+    *out = Credentials::Mechanism::kOauthbearer;
+    return true;
+  }
   return false;
+}
+
+absl::string_view SaslServer::MechanismName(Credentials::Mechanism m) {
+  switch (m) {
+    case Credentials::Mechanism::kLogin:
+    case Credentials::Mechanism::kPlain:
+      return "PLAIN";
+    case Credentials::Mechanism::kSaslLogin:
+      return "LOGIN";
+    case Credentials::Mechanism::kXoauth2:
+      return "XOAUTH2";
+    case Credentials::Mechanism::kOauthbearer:
+      return "OAUTHBEARER";
+  }
+  return "PLAIN";
 }
 
 SaslServer::Result SaslServer::Start(bool has_initial, absl::string_view initial) {
@@ -37,6 +60,17 @@ SaslServer::Result SaslServer::Step(absl::string_view line) {
 }
 
 SaslServer::Result SaslServer::Respond(absl::string_view base64) {
+  if (credentials_.oauth()) {
+    absl::StatusOr<std::string> message = DecodeBase64Strict(base64);
+    if (!message.ok()) return Bad(message.status().message());
+    absl::StatusOr<SaslOAuth> o = credentials_.mechanism == Credentials::Mechanism::kXoauth2
+                                      ? ParseXoauth2(*message)
+                                      : ParseOauthbearer(*message);
+    if (!o.ok()) return Bad(o.status().message());
+    credentials_.authcid = std::move(o->user);
+    credentials_.secret = std::move(o->token);
+    return Result::kDone;
+  }
   if (credentials_.mechanism == Credentials::Mechanism::kPlain) {
     absl::StatusOr<SaslPlain> p = DecodeSaslPlain(base64);
     if (!p.ok()) return Bad(p.status().message());

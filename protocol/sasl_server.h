@@ -23,8 +23,10 @@ class SaslServer {
     kCanceled,   // the client sent "*": BAD / -ERR, the exchange is over
   };
 
-  // PLAIN or LOGIN in any case; false for a mechanism we do not offer.
+  // PLAIN, LOGIN, XOAUTH2 or OAUTHBEARER in any case; false otherwise.
   static bool ParseMechanism(absl::string_view name, Credentials::Mechanism* out);
+  // The SASL name (IMAP LOGIN and POP3 USER/PASS count as PLAIN).
+  static absl::string_view MechanismName(Credentials::Mechanism m);
 
   explicit SaslServer(Credentials::Mechanism mechanism) { credentials_.mechanism = mechanism; }
 

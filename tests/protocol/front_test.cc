@@ -442,3 +442,59 @@ TEST(FrontTextTest, SanitizersKeepOnlySafeBytes) {
 
 }  // namespace
 }  // namespace postern
+
+namespace postern {
+namespace {
+
+FrontOptions WithOAuth() {
+  FrontOptions o = Tls();
+  o.sasl = {Credentials::Mechanism::kPlain, Credentials::Mechanism::kXoauth2,
+            Credentials::Mechanism::kOauthbearer};
+  return o;
+}
+
+TEST(OAuthFrontTest, OfferedOnlyWhenConfigured) {
+  Driver plain(true, Tls());
+  EXPECT_EQ(plain.Take().find("XOAUTH2"), std::string::npos);
+  plain.Feed("a AUTHENTICATE XOAUTH2 " + EncodeXoauth2("alice", "tok") + "\r\n");
+  EXPECT_EQ(plain.Take(), "a NO Unsupported authentication mechanism.\r\n");
+  Driver d(true, WithOAuth());
+  EXPECT_NE(d.Take().find("AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER]"), std::string::npos);
+  Driver p(false, WithOAuth());
+  p.Take();
+  p.Feed("CAPA\r\n");
+  EXPECT_NE(p.Take().find("SASL PLAIN XOAUTH2 OAUTHBEARER\r\n"), std::string::npos);
+}
+
+TEST(OAuthFrontTest, RefusedTokenGetsTheErrorChallengeFirst) {
+  for (bool imap : {true, false}) {
+    Driver d(imap, WithOAuth());
+    d.Take();
+    d.Feed(imap ? "a AUTHENTICATE OAUTHBEARER " + EncodeOauthbearer("alice@x", "t0k") + "\r\n"
+                : "AUTH OAUTHBEARER " + EncodeOauthbearer("alice@x", "t0k") + "\r\n");
+    ASSERT_EQ(d.host().logins.size(), 1u);
+    EXPECT_EQ(d.host().logins[0].authcid, "alice@x");
+    EXPECT_EQ(d.host().logins[0].secret, "t0k");
+    EXPECT_TRUE(d.host().logins[0].oauth());
+    LoginReply r;
+    r.kind = LoginReply::Kind::kAuthFailed;
+    d.front().LoginFailed(r);
+    EXPECT_EQ(d.Take(), "+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NoZW1lcyI6ImJlYXJlciJ9\r\n");
+    d.Feed("AQ==\r\n");
+    EXPECT_EQ(d.Take(), imap ? "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+                             : "-ERR [AUTH] Authentication failed.\r\n");
+    // XOAUTH2 without an initial response: an empty challenge first.
+    d.Feed(imap ? "b AUTHENTICATE XOAUTH2\r\n" : "AUTH XOAUTH2\r\n");
+    EXPECT_EQ(d.Take(), "+ \r\n");
+    d.Feed(EncodeXoauth2("bob", "tok2") + "\r\n");
+    ASSERT_EQ(d.host().logins.size(), 2u);
+    EXPECT_EQ(d.host().logins[1].mechanism, Credentials::Mechanism::kXoauth2);
+    // A backend that is down: no error challenge, the plain refusal.
+    r.kind = LoginReply::Kind::kUnavailable;
+    d.front().LoginFailed(r);
+    EXPECT_EQ(d.Take().substr(0, imap ? 17 : 15), imap ? "b NO [UNAVAILABLE" : "-ERR [SYS/TEMP]");
+  }
+}
+
+}  // namespace
+}  // namespace postern

@@ -128,3 +128,62 @@ TEST(SaslLoginTest, Rejects) {
 
 }  // namespace
 }  // namespace postern
+
+namespace postern {
+namespace {
+
+TEST(SaslOAuthTest, Xoauth2) {
+  auto o =
+      ParseXoauth2(std::string("user=a@b\x01"
+                               "auth=Bearer tok.en\x01\x01"));
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->user, "a@b");
+  EXPECT_EQ(o->token, "tok.en");
+  EXPECT_FALSE(ParseXoauth2(std::string("user=\x01"
+                                        "auth=Bearer t\x01\x01"))
+                   .ok());
+  EXPECT_FALSE(ParseXoauth2(std::string("user=a\x01"
+                                        "auth=Basic t\x01\x01"))
+                   .ok());
+  EXPECT_FALSE(ParseXoauth2(std::string("user=a\x01"
+                                        "auth=Bearer t\x01"))
+                   .ok());
+  auto round = DecodeBase64Strict(EncodeXoauth2("u", "t"));
+  ASSERT_TRUE(round.ok());
+  EXPECT_EQ(ParseXoauth2(*round)->token, "t");
+}
+
+TEST(SaslOAuthTest, Oauthbearer) {
+  // RFC 7628 section 4.1's example, with a= as Postern requires.
+  auto o = ParseOauthbearer(
+      std::string("n,a=user@example.com,\x01"
+                  "host=server.example.com\x01"
+                  "port=143\x01"
+                  "auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"));
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->user, "user@example.com");
+  EXPECT_EQ(o->token, "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==");
+  auto esc =
+      ParseOauthbearer(std::string("y,a=a=2Cb=3Dc,\x01"
+                                   "auth=bearer T\x01\x01"));
+  ASSERT_TRUE(esc.ok()) << esc.status();
+  EXPECT_EQ(esc->user, "a,b=c");
+  EXPECT_FALSE(ParseOauthbearer(std::string("p=tls-unique,a=u,\x01"
+                                            "auth=Bearer T\x01\x01"))
+                   .ok());
+  EXPECT_FALSE(ParseOauthbearer(std::string("n,,\x01"
+                                            "auth=Bearer T\x01\x01"))
+                   .ok());
+  EXPECT_FALSE(ParseOauthbearer(std::string("n,a=u,\x01"
+                                            "host=x\x01\x01"))
+                   .ok());
+  EXPECT_FALSE(ParseOauthbearer(std::string("n,a=u=4x,\x01"
+                                            "auth=Bearer T\x01\x01"))
+                   .ok());
+  auto round = DecodeBase64Strict(EncodeOauthbearer("a,b", "T"));
+  ASSERT_TRUE(round.ok());
+  EXPECT_EQ(ParseOauthbearer(*round)->user, "a,b");
+}
+
+}  // namespace
+}  // namespace postern
