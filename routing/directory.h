@@ -33,9 +33,9 @@ struct DirectoryRequest {
     kOauthbearer,  // SASL OAUTHBEARER (RFC 7628): `secret` is the bearer token
   };
   Mechanism mechanism = Mechanism::kPlain;
-  std::string user;     // the authentication identity, as the client sent it
-  std::string authzid;  // another identity to act as (SASL), or ""
-  std::string secret;   // the password or the token
+  std::string user;      // the authentication identity, as the client sent it
+  std::string authzid;   // another identity to act as (SASL), or ""
+  std::string secret;    // the password or the token
   std::string protocol;  // "imap" | "pop3"
   std::string client_ip;
   uint16_t client_port = 0;

@@ -1,0 +1,218 @@
+#include "routing/passwd_file_directory.h"
+
+#include <openssl/mem.h>
+#include <sys/stat.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace postern {
+namespace {
+
+// A lookup's answer travels through this: the handle marks it cancelled
+// when destroyed, and the delivery (always on the worker's loop thread)
+// looks before calling. Only the loop thread touches it.
+struct LookupState {
+  Directory::Done done;
+  bool cancelled = false;
+};
+
+class LookupHandle final : public Directory::Lookup {
+ public:
+  explicit LookupHandle(std::shared_ptr<LookupState> s) : state_(std::move(s)) {}
+  ~LookupHandle() override { state_->cancelled = true; }
+
+ private:
+  std::shared_ptr<LookupState> state_;
+};
+
+void Deliver(const std::shared_ptr<LookupState>& s, DirectoryAnswer a) {
+  if (s->cancelled || !s->done) return;
+  Directory::Done done = std::move(s->done);
+  done(std::move(a));
+}
+
+// Answers on a later turn of the loop (never inside Start).
+std::unique_ptr<Directory::Lookup> PostAnswer(const Poster& post, Directory::Done done,
+                                              DirectoryAnswer a) {
+  auto state = std::make_shared<LookupState>();
+  state->done = std::move(done);
+  post([state, a = std::move(a)]() mutable { Deliver(state, std::move(a)); });
+  return std::make_unique<LookupHandle>(state);
+}
+
+DirectoryAnswer Refusal(std::string detail) {
+  DirectoryAnswer a;
+  a.verdict = DirectoryAnswer::Verdict::kRefuse;
+  a.checked = true;
+  a.detail = std::move(detail);
+  return a;
+}
+
+// A slow hash on the libuv thread pool. Owns itself until after_work.
+struct VerifyWork {
+  uv_work_t req;
+  std::shared_ptr<LookupState> state;
+  std::shared_ptr<const PasswdFile> snapshot;  // keeps `entry` alive
+  const PasswdEntry* entry;
+  std::string password;
+  bool matched = false;
+  bool error = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Directory::Lookup> PassthroughDirectory::Start(const DirectoryRequest&, Done done) {
+  DirectoryAnswer a;
+  a.verdict = DirectoryAnswer::Verdict::kAccept;
+  a.checked = false;  // the backend decides
+  a.cacheable = false;
+  a.detail = "passthrough";
+  return PostAnswer(post_, std::move(done), std::move(a));
+}
+
+absl::StatusOr<std::shared_ptr<PasswdFileSource>> PasswdFileSource::Open(
+    std::string name, std::string path, PasswdFileOptions options) {
+  std::shared_ptr<PasswdFileSource> s(
+      new PasswdFileSource(std::move(name), std::move(path), std::move(options)));
+  absl::Status st = s->Reload();
+  if (!st.ok()) return st;
+  return s;
+}
+
+std::shared_ptr<const PasswdFile> PasswdFileSource::Current() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return current_;
+}
+
+bool PasswdFileSource::Changed() const {
+  struct stat st;
+  if (stat(path_.c_str(), &st) != 0) return false;  // gone: keep what we have
+  const int64_t mtime =
+      static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  std::lock_guard<std::mutex> lock(mu_);
+  return mtime != mtime_ns_ || static_cast<int64_t>(st.st_size) != size_;
+}
+
+absl::Status PasswdFileSource::Reload() {
+  struct stat st;
+  int64_t mtime = 0, size = -1;
+  if (stat(path_.c_str(), &st) == 0) {
+    mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+    size = static_cast<int64_t>(st.st_size);
+  }
+  absl::StatusOr<std::shared_ptr<const PasswdFile>> loaded = PasswdFile::Load(path_, options_);
+  std::lock_guard<std::mutex> lock(mu_);
+  // A broken file is not retried until it changes again.
+  mtime_ns_ = mtime;
+  size_ = size;
+  if (!loaded.ok()) return loaded.status();
+  current_ = *std::move(loaded);
+  generation_.fetch_add(1);
+  return absl::OkStatus();
+}
+
+PasswdFileDirectory::PasswdFileDirectory(std::shared_ptr<PasswdFileSource> source, uv_loop_t* loop,
+                                         Poster post)
+    : source_(std::move(source)), loop_(loop), post_(std::move(post)) {}
+
+DirectoryAnswer PasswdFileDirectory::Answer(const PasswdEntry& entry, bool matched) {
+  if (!matched) return Refusal("password mismatch");
+  if (entry.nologin) {
+    // Dovecot: nologin refuses the login, with reason= for the client.
+    DirectoryAnswer a = Refusal("nologin");
+    a.text = std::string(entry.reason);
+    return a;
+  }
+  DirectoryAnswer a;
+  a.verdict = DirectoryAnswer::Verdict::kAccept;
+  a.checked = true;
+  a.backend_user = std::string(entry.destuser);
+  a.host = std::string(entry.host);
+  a.port = entry.port;
+  for (const PasswdExtraField& f : entry.extra_fields) {
+    if (f.key == "pass") {
+      a.backend_password = std::string(f.value);  // Dovecot: the backend's password
+    } else if (f.key == "master" && (f.value.empty() || f.value == "y" || f.value == "yes")) {
+      a.master = true;  // log in with the backend's master user
+    } else if (f.key == "backend") {
+      a.backend = std::string(f.value);  // Postern: a configured backend's name
+    } else if (f.key == "shard") {
+      a.shard = std::string(f.value);
+    }
+  }
+  a.detail = "passwd-file";
+  return a;
+}
+
+std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryRequest& request,
+                                                              Done done) {
+  if (request.mechanism == DirectoryRequest::Mechanism::kXoauth2 ||
+      request.mechanism == DirectoryRequest::Mechanism::kOauthbearer) {
+    return PostAnswer(post_, std::move(done),
+                      Refusal("passwd-file checks passwords, not OAuth tokens"));
+  }
+  if (!request.authzid.empty() && request.authzid != request.user) {
+    return PostAnswer(post_, std::move(done),
+                      Refusal("passwd-file: no authorization identity other than the user"));
+  }
+  std::shared_ptr<const PasswdFile> snapshot = source_->Current();
+  const PasswdEntry* entry = snapshot != nullptr ? snapshot->Find(request.user) : nullptr;
+  if (entry == nullptr) return PostAnswer(post_, std::move(done), Refusal("unknown user"));
+  if (entry->password.empty()) {
+    // Dovecot allows an empty field (no password login); we never match it.
+    return PostAnswer(post_, std::move(done), Refusal("no password set"));
+  }
+  if (!IsSlowScheme(entry->password)) {
+    absl::StatusOr<bool> ok = VerifyPassword(request.secret, entry->password);
+    if (!ok.ok()) {
+      DirectoryAnswer a = Refusal(absl::StrCat("bad password field: ", ok.status().message()));
+      return PostAnswer(post_, std::move(done), std::move(a));
+    }
+    return PostAnswer(post_, std::move(done), Answer(*entry, *ok));
+  }
+  // crypt and argon2 take milliseconds to seconds: the thread pool.
+  auto state = std::make_shared<LookupState>();
+  state->done = std::move(done);
+  auto* w = new VerifyWork{};
+  w->req.data = w;
+  w->state = state;
+  w->snapshot = std::move(snapshot);
+  w->entry = entry;
+  w->password = request.secret;
+  int r = uv_queue_work(
+      loop_, &w->req,
+      [](uv_work_t* req) {
+        auto* w = static_cast<VerifyWork*>(req->data);
+        absl::StatusOr<bool> ok = VerifyPassword(w->password, w->entry->password);
+        w->error = !ok.ok();
+        w->matched = ok.ok() && *ok;
+      },
+      [](uv_work_t* req, int status) {
+        auto* w = static_cast<VerifyWork*>(req->data);
+        OPENSSL_cleanse(w->password.data(), w->password.size());
+        if (status == 0) {
+          Deliver(w->state, w->error ? Refusal("bad password field")
+                                     : PasswdFileDirectory::Answer(*w->entry, w->matched));
+        } else {
+          DirectoryAnswer a;
+          a.verdict = DirectoryAnswer::Verdict::kUnavailable;
+          a.detail = "password check canceled";
+          Deliver(w->state, std::move(a));
+        }
+        delete w;
+      });
+  if (r != 0) {
+    OPENSSL_cleanse(w->password.data(), w->password.size());
+    delete w;
+    DirectoryAnswer a;
+    a.verdict = DirectoryAnswer::Verdict::kUnavailable;
+    a.detail = absl::StrCat("thread pool: ", uv_strerror(r));
+    Done d = std::move(state->done);
+    return PostAnswer(post_, std::move(d), std::move(a));
+  }
+  return std::make_unique<LookupHandle>(state);
+}
+
+}  // namespace postern
