@@ -154,13 +154,15 @@ void BackendConnector::HandleImapLine(absl::string_view line) {
         } else {
           // A "+" we did not ask for (e.g. a SASL challenge after PLAIN):
           // cancel (RFC 9051 section 6.2.2) and let the tagged answer decide.
-          // Once: a backend that keeps asking is broken.
+          // A refused OAuth token's error challenge gets the dummy %x01
+          // response instead (RFC 7628 section 3.2.3). Once: a backend that
+          // keeps asking is broken.
           if (canceled_) {
             Unavailable("backend keeps sending continuation requests");
             return;
           }
           canceled_ = true;
-          Send("*\r\n");
+          Send(oauth_ ? "AQ==\r\n" : "*\r\n");
         }
         return;
       }
@@ -215,14 +217,37 @@ void BackendConnector::SendImapLogin() {
     absl::StrAppend(&first, kIdTag, " ID ", request_.imap_id_args, "\r\n");
   }
   const bool literal_plus = HasCap("LITERAL+");
-  if (backend_.imap_login == ImapBackendLogin::kPlain) {
-    std::string ir = EncodeSaslPlain(request_.authzid, request_.user, request_.password);
+  std::string mech;  // a SASL mechanism, or "" for the LOGIN command
+  std::string ir;    // its initial response
+  switch (request_.mechanism) {
+    case LoginRequest::Mechanism::kConfigured:
+      if (backend_.imap_login == ImapBackendLogin::kPlain) {
+        mech = "PLAIN";
+        ir = EncodeSaslPlain(request_.authzid, request_.user, request_.password);
+      }
+      break;
+    case LoginRequest::Mechanism::kPlain:
+      mech = "PLAIN";
+      ir = EncodeSaslPlain(request_.authzid, request_.user, request_.password);
+      break;
+    case LoginRequest::Mechanism::kXoauth2:
+      mech = "XOAUTH2";
+      ir = EncodeXoauth2(request_.user, request_.password);
+      break;
+    case LoginRequest::Mechanism::kOauthbearer:
+      mech = "OAUTHBEARER";
+      ir = EncodeOauthbearer(request_.user, request_.password);
+      break;
+  }
+  oauth_ = request_.mechanism == LoginRequest::Mechanism::kXoauth2 ||
+           request_.mechanism == LoginRequest::Mechanism::kOauthbearer;
+  if (!mech.empty()) {
     if (HasCap("SASL-IR")) {
       // RFC 4959 section 3: the initial response on the command line.
-      absl::StrAppend(&first, kLoginTag, " AUTHENTICATE PLAIN ", ir, "\r\n");
+      absl::StrAppend(&first, kLoginTag, " AUTHENTICATE ", mech, " ", ir, "\r\n");
       chunks_.push_back(std::move(first));
     } else {
-      absl::StrAppend(&first, kLoginTag, " AUTHENTICATE PLAIN\r\n");
+      absl::StrAppend(&first, kLoginTag, " AUTHENTICATE ", mech, "\r\n");
       chunks_.push_back(std::move(first));
       chunks_.push_back(absl::StrCat(ir, "\r\n"));
     }
@@ -268,7 +293,17 @@ void BackendConnector::HandlePop3Line(absl::string_view line) {
         Unavailable(absl::StrCat("unexpected backend greeting: ", line.substr(0, 80)));
         return;
       }
-      if (backend_.pop3_login == Pop3BackendLogin::kPlain) {
+      oauth_ = request_.mechanism == LoginRequest::Mechanism::kXoauth2 ||
+               request_.mechanism == LoginRequest::Mechanism::kOauthbearer;
+      if (oauth_) {
+        state_ = State::kPop3Pass;
+        Send(absl::StrCat(
+            request_.mechanism == LoginRequest::Mechanism::kXoauth2
+                ? "AUTH XOAUTH2 " + EncodeXoauth2(request_.user, request_.password)
+                : "AUTH OAUTHBEARER " + EncodeOauthbearer(request_.user, request_.password),
+            "\r\n"));
+      } else if (backend_.pop3_login == Pop3BackendLogin::kPlain ||
+                 request_.mechanism == LoginRequest::Mechanism::kPlain) {
         // RFC 5034 section 4: AUTH with an initial response.
         state_ = State::kPop3Pass;
         Send(absl::StrCat("AUTH PLAIN ",
@@ -300,7 +335,7 @@ void BackendConnector::HandlePop3Line(absl::string_view line) {
           return;
         }
         canceled_ = true;
-        Send("*\r\n");
+        Send(oauth_ ? "AQ==\r\n" : "*\r\n");
         return;
       }
       LoginOutcome o;

@@ -36,6 +36,13 @@ struct LoginOutcome {
 };
 
 struct LoginRequest {
+  enum class Mechanism {
+    kConfigured,  // the backend's imap_login / pop3_login
+    kPlain,       // AUTHENTICATE PLAIN / AUTH PLAIN whatever is configured (master logins)
+    kXoauth2,     // the client's OAuth token, passed through (`password` is the token)
+    kOauthbearer,
+  };
+  Mechanism mechanism = Mechanism::kConfigured;
   std::string user;
   std::string password;
   std::string authzid;       // SASL authorization identity, usually empty
@@ -105,7 +112,8 @@ class BackendConnector : public ConnectionHandler {
   std::string post_caps_;
   LoginOutcome pending_;   // the login answer while post-login CAPABILITY runs
   size_t stale_ = 0;       // input bytes that arrived before our last command
-  bool canceled_ = false;  // an unexpected continuation was answered with "*"
+  bool canceled_ = false;  // an unexpected continuation was answered (once)
+  bool oauth_ = false;     // an OAuth token is passed through (RFC 7628 error flow)
 };
 
 }  // namespace postern

@@ -17,7 +17,9 @@
 #include <cerrno>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <system_error>
 #include <utility>
@@ -267,6 +269,12 @@ class Parser {
   absl::StatusOr<uint64_t> Size(const Field& f, uint64_t min) const;
   absl::StatusOr<std::chrono::milliseconds> Duration(const Field& f) const;
   absl::StatusOr<std::string> FilePath(const Field& f, bool must_exist) const;
+  // "host:port" / "[v6]:port", numeric; `example` is the port shown in errors.
+  absl::StatusOr<SocketAddress> HostPort(const Field& f, absl::string_view example) const;
+  // A list of SASL mechanism names.
+  absl::StatusOr<std::vector<Credentials::Mechanism>> Mechanisms(const Field& f) const;
+  // Each element of a sequence as a Field ("path[i]").
+  std::vector<Field> Items(const Field& f) const;
 
   // Sections.
   absl::Status ParseListeners(const Field& f, Config& config) const;
@@ -281,6 +289,8 @@ class Parser {
   absl::Status ParseTimeouts(const Field& f, TimeoutsConfig& timeouts) const;
   absl::Status ParseLog(const Field& f, LogConfig& log) const;
   absl::Status ParseGateway(const Field& f, GatewayConfig& gateway) const;
+  absl::Status ParseDirectories(const Field& f, Config& config) const;
+  absl::Status ParseAuthCache(const Field& f, AuthCacheConfig& cache) const;
 
   std::string source_;
   std::string base_dir_;  // relative paths resolve against it
@@ -463,12 +473,48 @@ absl::StatusOr<std::string> Parser::FilePath(const Field& f, bool must_exist) co
   return path;
 }
 
+absl::StatusOr<SocketAddress> Parser::HostPort(const Field& f, absl::string_view example) const {
+  const std::string expected =
+      absl::StrCat("a numeric address with a port, like 127.0.0.1", example, " or [::1]", example);
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string text, Scalar(f, expected));
+  absl::string_view host;
+  absl::string_view port_text;
+  if (!text.empty() && text.front() == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return FieldError(f, absl::StrCat("expected ", expected, ", got ", Quote(text)));
+    }
+    host = absl::string_view(text).substr(1, close - 1);
+    port_text = absl::string_view(text).substr(close + 2);
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string::npos) {
+      return FieldError(f, absl::StrCat("expected ", expected, ", got ", Quote(text)));
+    }
+    host = absl::string_view(text).substr(0, colon);
+    port_text = absl::string_view(text).substr(colon + 1);
+    if (host.find(':') != absl::string_view::npos) {
+      return FieldError(f, absl::StrCat("an IPv6 address needs brackets, like [::1]", example,
+                                        ", got ", Quote(text)));
+    }
+  }
+  uint64_t port = 0;
+  if (!ParseDigits(port_text, &port) || port > 65535) {
+    return FieldError(
+        f, absl::StrCat("expected a port from 0 to 65535 after the ':', got ", Quote(text)));
+  }
+  auto parsed = ParseSocketAddress(std::string(host), static_cast<uint16_t>(port));
+  if (!parsed.ok()) return FieldError(f, parsed.status().message());
+  return *std::move(parsed);
+}
+
 absl::StatusOr<ListenerConfig> Parser::ParseListener(const YAML::Node& node,
                                                      const std::string& path,
                                                      int fallback_line) const {
-  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m, ReadMapping(node, path, fallback_line,
-                                                         {"name", "protocol", "address", "tls",
-                                                          "allow_plaintext_auth", "backlog"}));
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(
+      Mapping m, ReadMapping(node, path, fallback_line,
+                             {"name", "protocol", "address", "tls", "allow_plaintext_auth",
+                              "backlog", "directory", "sasl_mechanisms"}));
   ListenerConfig l;
   const Field* protocol = m.Find("protocol");
   if (protocol == nullptr) return Missing(m, "protocol");
@@ -477,42 +523,7 @@ absl::StatusOr<ListenerConfig> Parser::ParseListener(const YAML::Node& node,
 
   const Field* address = m.Find("address");
   if (address == nullptr) return Missing(m, "address");
-  {
-    constexpr absl::string_view kExpected =
-        "a numeric address with a port, like 127.0.0.1:993 or [::1]:993";
-    POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string text, Scalar(*address, kExpected));
-    absl::string_view host;
-    absl::string_view port_text;
-    if (!text.empty() && text.front() == '[') {
-      const size_t close = text.find(']');
-      if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-        return FieldError(*address, absl::StrCat("expected ", kExpected, ", got ", Quote(text)));
-      }
-      host = absl::string_view(text).substr(1, close - 1);
-      port_text = absl::string_view(text).substr(close + 2);
-    } else {
-      const size_t colon = text.rfind(':');
-      if (colon == std::string::npos) {
-        return FieldError(*address, absl::StrCat("expected ", kExpected, ", got ", Quote(text)));
-      }
-      host = absl::string_view(text).substr(0, colon);
-      port_text = absl::string_view(text).substr(colon + 1);
-      if (host.find(':') != absl::string_view::npos) {
-        return FieldError(
-            *address,
-            absl::StrCat("an IPv6 address needs brackets, like [::1]:993, got ", Quote(text)));
-      }
-    }
-    uint64_t port = 0;
-    if (!ParseDigits(port_text, &port) || port > 65535) {
-      return FieldError(
-          *address,
-          absl::StrCat("expected a port from 0 to 65535 after the ':', got ", Quote(text)));
-    }
-    auto parsed = ParseSocketAddress(std::string(host), static_cast<uint16_t>(port));
-    if (!parsed.ok()) return FieldError(*address, parsed.status().message());
-    l.address = *std::move(parsed);
-  }
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(l.address, HostPort(*address, ":993"));
 
   if (const Field* f = m.Find("tls")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t t, OneOf(*f, {"implicit", "starttls", "none"}));
@@ -529,6 +540,12 @@ absl::StatusOr<ListenerConfig> Parser::ParseListener(const YAML::Node& node,
     POSTERN_CONFIG_ASSIGN_OR_RETURN(l.name, Token(*f));
   } else {
     l.name = absl::StrCat(ProtocolName(l.protocol), "-", PortOf(l.address));
+  }
+  if (const Field* f = m.Find("directory")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(l.directory, Token(*f));
+  }
+  if (const Field* f = m.Find("sasl_mechanisms")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(l.sasl, Mechanisms(*f));
   }
   return l;
 }
@@ -617,7 +634,7 @@ absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
       Mapping m, ReadMapping(node, path, fallback_line,
                              {"name", "address", "imap_port", "pop3_port", "imap_login",
-                              "pop3_login", "pop3_mode"}));
+                              "pop3_login", "pop3_mode", "master_user", "master_password_file"}));
   BackendConfig b;
   const Field* name = m.Find("name");
   if (name == nullptr) return Missing(m, "name");
@@ -656,6 +673,22 @@ absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const
   if (const Field* f = m.Find("pop3_mode")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*f, {"relay", "gateway"}));
     b.pop3_mode = v == 0 ? Pop3Mode::kRelay : Pop3Mode::kGateway;
+  }
+  const Field* master = m.Find("master_user");
+  const Field* master_file = m.Find("master_password_file");
+  if ((master == nullptr) != (master_file == nullptr)) {
+    return master == nullptr ? Missing(m, "master_user") : Missing(m, "master_password_file");
+  }
+  if (master != nullptr) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(b.master_user, Token(*master));
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string path, FilePath(*master_file, true));
+    std::ifstream in(path);
+    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    if (secret.empty() || secret.find_first_of(std::string("\r\n\0", 3)) != std::string::npos) {
+      return FieldError(*master_file, "the file must hold one line, the master password");
+    }
+    b.master_password = std::move(secret);
   }
   return b;
 }
@@ -815,13 +848,156 @@ absl::Status Parser::ParseGateway(const Field& f, GatewayConfig& gateway) const 
   return absl::OkStatus();
 }
 
+std::vector<Field> Parser::Items(const Field& f) const {
+  std::vector<Field> out;
+  size_t i = 0;
+  for (YAML::const_iterator it = f.value.begin(); it != f.value.end(); ++it, ++i) {
+    Field item;
+    item.key = absl::StrCat(i);
+    item.path = absl::StrCat(f.path, "[", i, "]");
+    item.key_node = f.key_node;
+    item.value = YAML::Node(*it);
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Credentials::Mechanism>> Parser::Mechanisms(const Field& f) const {
+  POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(f));
+  std::vector<Credentials::Mechanism> out;
+  for (const Field& item : Items(f)) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v,
+                                    OneOf(item, {"PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"}));
+    constexpr Credentials::Mechanism kMechs[] = {
+        Credentials::Mechanism::kPlain, Credentials::Mechanism::kSaslLogin,
+        Credentials::Mechanism::kXoauth2, Credentials::Mechanism::kOauthbearer};
+    for (Credentials::Mechanism m : out) {
+      if (m == kMechs[v]) return FieldError(item, "listed twice");
+    }
+    out.push_back(kMechs[v]);
+  }
+  if (out.empty()) return FieldError(f, "at least one mechanism is required");
+  return out;
+}
+
+absl::Status Parser::ParseDirectories(const Field& f, Config& config) const {
+  POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(f));
+  for (const Field& item : Items(f)) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(
+        Mapping m, ReadMapping(item.value, item.path, LineOf(f.key_node),
+                               {"name", "type", "path", "case_insensitive", "servers", "uri",
+                                "timeout", "max_connections", "max_queue", "headers"}));
+    DirectoryConfig d;
+    const Field* name = m.Find("name");
+    if (name == nullptr) return Missing(m, "name");
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(d.name, Token(*name));
+    if (d.name == "passthrough") return FieldError(*name, "'passthrough' is built in");
+    for (const DirectoryConfig& other : config.directories) {
+      if (other.name == d.name) return FieldError(*name, "another directory has this name");
+    }
+    const Field* type = m.Find("type");
+    if (type == nullptr) return Missing(m, "type");
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t t,
+                                    OneOf(*type, {"passthrough", "passwd-file", "auth-http"}));
+    d.type = static_cast<DirectoryConfig::Type>(t);
+    auto only = [&](absl::string_view key, DirectoryConfig::Type for_type) -> absl::Status {
+      const Field* x = m.Find(key);
+      if (x != nullptr && d.type != for_type) {
+        return FieldError(
+            *x, absl::StrCat("only for type ", for_type == DirectoryConfig::Type::kPasswdFile
+                                                   ? "passwd-file"
+                                                   : "auth-http"));
+      }
+      return absl::OkStatus();
+    };
+    for (absl::string_view k : {"path", "case_insensitive"}) {
+      POSTERN_CONFIG_RETURN_IF_ERROR(only(k, DirectoryConfig::Type::kPasswdFile));
+    }
+    for (absl::string_view k :
+         {"servers", "uri", "timeout", "max_connections", "max_queue", "headers"}) {
+      POSTERN_CONFIG_RETURN_IF_ERROR(only(k, DirectoryConfig::Type::kAuthHttp));
+    }
+    if (d.type == DirectoryConfig::Type::kPasswdFile) {
+      const Field* path = m.Find("path");
+      if (path == nullptr) return Missing(m, "path");
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(d.path, FilePath(*path, true));
+      if (const Field* x = m.Find("case_insensitive")) {
+        POSTERN_CONFIG_ASSIGN_OR_RETURN(d.case_insensitive, Bool(*x));
+      }
+    }
+    if (d.type == DirectoryConfig::Type::kAuthHttp) {
+      const Field* servers = m.Find("servers");
+      if (servers == nullptr) return Missing(m, "servers");
+      POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(*servers));
+      for (const Field& s : Items(*servers)) {
+        POSTERN_CONFIG_ASSIGN_OR_RETURN(SocketAddress a, HostPort(s, ":8080"));
+        d.servers.push_back(std::move(a));
+      }
+      if (d.servers.empty()) return FieldError(*servers, "at least one server is required");
+      if (const Field* x = m.Find("uri")) {
+        POSTERN_CONFIG_ASSIGN_OR_RETURN(d.uri, Token(*x));
+        if (d.uri.front() != '/') return FieldError(*x, "must start with '/'");
+      }
+      if (const Field* x = m.Find("timeout")) {
+        POSTERN_CONFIG_ASSIGN_OR_RETURN(d.timeout, Duration(*x));
+      }
+      if (const Field* x = m.Find("max_connections")) {
+        POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 1, 1024));
+        d.max_connections = static_cast<uint32_t>(v);
+      }
+      if (const Field* x = m.Find("max_queue")) {
+        POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, 1'000'000));
+        d.max_queue = static_cast<uint32_t>(v);
+      }
+      if (const Field* x = m.Find("headers")) {
+        POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping h, ReadMapping(*x, {}));
+        for (const Field& kv : h.fields) {
+          // Header names are tokens; values printable without CR/LF
+          // (RFC 9110 section 5.1, 5.5): nothing in the config can split a
+          // request.
+          bool ok = !kv.key.empty();
+          for (char c : kv.key) {
+            ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-');
+          }
+          if (!ok) return FieldError(kv, "a header name is letters, digits and '-'");
+          POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string v, Scalar(kv, "a header value"));
+          for (char c : v) {
+            const auto u = static_cast<unsigned char>(c);
+            if (u < 0x20 || u == 0x7f) return FieldError(kv, "control characters in the value");
+          }
+          d.headers.emplace_back(kv.key, std::move(v));
+        }
+      }
+    }
+    config.directories.push_back(std::move(d));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Parser::ParseAuthCache(const Field& f, AuthCacheConfig& cache) const {
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m,
+                                  ReadMapping(f, {"ttl", "negative_ttl", "max_entries"}));
+  if (const Field* x = m.Find("ttl")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(cache.ttl, Duration(*x));
+  }
+  if (const Field* x = m.Find("negative_ttl")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(cache.negative_ttl, Duration(*x));
+  }
+  if (const Field* x = m.Find("max_entries")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, 100'000'000));
+    cache.max_entries = static_cast<size_t>(v);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& root) {
   // An empty document is an empty top-level mapping; it then fails for want
   // of listeners.
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
-      Mapping m, ReadMapping(root, "", 1,
-                             {"workers", "hostname", "listeners", "tls", "backends", "routing",
-                              "limits", "timeouts", "gateway", "log"}));
+      Mapping m,
+      ReadMapping(root, "", 1,
+                  {"workers", "hostname", "listeners", "tls", "backends", "routing", "limits",
+                   "timeouts", "gateway", "directories", "directory", "auth_cache", "log"}));
   auto config = std::make_shared<Config>();
   config->source = source_;
   if (const Field* f = m.Find("workers")) {
@@ -849,6 +1025,37 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
   }
   if (const Field* f = m.Find("gateway")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseGateway(*f, config->gateway));
+  }
+  if (const Field* f = m.Find("directories")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseDirectories(*f, *config));
+  }
+  auto known_directory = [&](const std::string& name) {
+    for (const DirectoryConfig& d : config->directories) {
+      if (d.name == name) return true;
+    }
+    return name == "passthrough";
+  };
+  if (const Field* f = m.Find("directory")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(config->directory, Token(*f));
+    if (!known_directory(config->directory)) {
+      return FieldError(*f, absl::StrCat("no directory named ", Quote(config->directory)));
+    }
+  }
+  if (listeners != nullptr) {
+    std::vector<Field> items = Items(*listeners);
+    for (size_t i = 0; i < config->listeners.size() && i < items.size(); ++i) {
+      const std::string& d = config->listeners[i].directory;
+      if (d.empty() || known_directory(d)) continue;
+      for (YAML::const_iterator kv = items[i].value.begin(); kv != items[i].value.end(); ++kv) {
+        if (kv->first.IsScalar() && kv->first.Scalar() == "directory") {
+          return Error(LineOf(kv->second), absl::StrCat(items[i].path, ".directory"),
+                       absl::StrCat("no directory named ", Quote(d)));
+        }
+      }
+    }
+  }
+  if (const Field* f = m.Find("auth_cache")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseAuthCache(*f, config->auth_cache));
   }
   if (const Field* f = m.Find("log")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseLog(*f, config->log));

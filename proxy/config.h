@@ -16,6 +16,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "protocol/front.h"
 #include "protocol/pop3_gateway.h"
 
 namespace postern {
@@ -47,6 +48,12 @@ struct ListenerConfig {
   // listener with tls: none or starttls. Default false (RFC 8314 section 4.1).
   bool allow_plaintext_auth = false;
   int backlog = 511;
+  // listeners[i].directory: the name of the directory that checks logins
+  // here; "" for the top-level `directory` (passthrough when none).
+  std::string directory;
+  // listeners[i].sasl_mechanisms: offered in AUTHENTICATE / AUTH, in order.
+  std::vector<Credentials::Mechanism> sasl = {Credentials::Mechanism::kPlain,
+                                              Credentials::Mechanism::kSaslLogin};
 };
 
 enum class ImapBackendLogin { kLogin, kPlain };  // LOGIN command / AUTHENTICATE PLAIN
@@ -67,6 +74,12 @@ struct BackendConfig {
   // backends[i].pop3_mode: relay | gateway. A gateway backend is logged in to
   // over IMAP (imap_port, imap_login) for POP3 clients too; pop3_port unused.
   Pop3Mode pop3_mode = Pop3Mode::kRelay;
+  // backends[i].master_user / master_password_file: after a directory
+  // checked the login, Postern logs in here with AUTHENTICATE PLAIN as this
+  // master user acting as the user (Dovecot master users), so the backend
+  // never needs the user's secret. Empty: the user's own credentials.
+  std::string master_user;
+  std::string master_password;  // read from the file at load
 };
 
 struct TlsConfig {
@@ -113,6 +126,31 @@ struct TimeoutsConfig {
   Ms shutdown_grace{10'000};  // timeouts.shutdown_grace: after SIGTERM, before sessions are closed
 };
 
+// directories[i]: who checks a login before a backend sees it
+// (routing/directory.h).
+struct DirectoryConfig {
+  enum class Type { kPassthrough, kPasswdFile, kAuthHttp };
+  std::string name;  // directories[i].name (unique)
+  Type type = Type::kPassthrough;
+  // passwd-file
+  std::string path;               // directories[i].path
+  bool case_insensitive = false;  // directories[i].case_insensitive: user names
+  // auth-http (nginx's auth_http protocol)
+  std::vector<SocketAddress> servers;  // directories[i].servers: tried in turn
+  std::string uri = "/auth";           // directories[i].uri
+  std::chrono::milliseconds timeout{5'000};
+  uint32_t max_connections = 8;  // keep-alive connections per worker
+  uint32_t max_queue = 256;      // lookups waiting for a connection, per worker
+  std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
+};
+
+// auth_cache: directory answers kept for a while (routing/directory_cache.h).
+struct AuthCacheConfig {
+  std::chrono::milliseconds ttl{60'000};           // auth_cache.ttl; 0: no cache
+  std::chrono::milliseconds negative_ttl{10'000};  // auth_cache.negative_ttl
+  size_t max_entries = 100'000;                    // auth_cache.max_entries
+};
+
 // The POP3-to-IMAP gateway (backends with pop3_mode: gateway).
 struct GatewayConfig {
   // gateway.uidl_format: Dovecot's pop3_uidl_format variables (%u uid,
@@ -140,6 +178,9 @@ struct Config {
   LimitsConfig limits;
   TimeoutsConfig timeouts;
   GatewayConfig gateway;
+  std::vector<DirectoryConfig> directories;
+  std::string directory;  // the default directory's name; "": passthrough
+  AuthCacheConfig auth_cache;
   LogConfig log;
   std::string hostname = "postern";  // greeting name (hostname:)
   std::string source;                // the file it came from

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <openssl/ssl.h>
+
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
@@ -355,6 +357,18 @@ bool Connection::StartServerTls(const TlsContext& ctx) {
 const char* Connection::tls_version() const {
   if (engine_ == nullptr || !engine_->handshake_done()) return "none";
   return engine_->version();
+}
+
+const char* Connection::tls_cipher() const {
+  if (engine_ == nullptr || !engine_->handshake_done()) return "";
+  const SSL_CIPHER* c = SSL_get_current_cipher(engine_->ssl());
+  return c != nullptr ? SSL_CIPHER_standard_name(c) : "";
+}
+
+const char* Connection::tls_server_name() const {
+  if (engine_ == nullptr) return "";
+  const char* name = SSL_get_servername(engine_->ssl(), TLSEXT_NAMETYPE_host_name);
+  return name != nullptr ? name : "";
 }
 
 std::string Connection::FormatAddress(const sockaddr* sa, bool with_port) {

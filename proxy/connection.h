@@ -123,6 +123,10 @@ class Connection final : private Poller::Watcher {
   [[nodiscard]] bool StartServerTls(const TlsContext& ctx);
   bool tls() const { return engine_ != nullptr; }
   const char* tls_version() const;
+  // The negotiated cipher suite ("TLS_AES_128_GCM_SHA256"), "" before TLS.
+  const char* tls_cipher() const;
+  // The server name the client asked for (SNI), "" if none.
+  const char* tls_server_name() const;
   bool handshake_done() const { return engine_ != nullptr && engine_->handshake_done(); }
 
   // Peer address as "ip:port" (empty when unknown) and the bare IP.

@@ -73,6 +73,12 @@ int main(int argc, char** argv) {
                    std::string(tls.status().message()).c_str());
       return 2;
     }
+    absl::StatusOr<std::unique_ptr<postern::SharedState>> shared =
+        postern::LoadSharedState(**config);
+    if (!shared.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(shared.status().message()).c_str());
+      return 2;
+    }
     std::printf("config ok\n");
     return 0;
   }

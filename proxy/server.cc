@@ -24,19 +24,37 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> LoadTlsContext(const Config& c
   return TlsContext::CreateServer(o);
 }
 
+absl::StatusOr<std::unique_ptr<SharedState>> LoadSharedState(const Config& config) {
+  auto shared = std::make_unique<SharedState>(config);
+  for (const DirectoryConfig& d : config.directories) {
+    if (d.type == DirectoryConfig::Type::kAuthHttp) {
+      return absl::UnimplementedError(
+          absl::StrCat(config.source, ": directories: ", d.name, ": auth-http is not built yet"));
+    }
+    if (d.type != DirectoryConfig::Type::kPasswdFile) continue;
+    PasswdFileOptions o;
+    o.case_insensitive = d.case_insensitive;
+    auto source = PasswdFileSource::Open(d.name, d.path, o);
+    if (!source.ok()) return source.status();
+    shared->passwd_files[d.name] = *std::move(source);
+  }
+  return shared;
+}
+
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(std::shared_ptr<const Config> config) {
   absl::StatusOr<std::shared_ptr<const TlsContext>> tls = LoadTlsContext(*config);
   if (!tls.ok()) return tls.status();
-  std::unique_ptr<Server> s(new Server(std::move(config), *std::move(tls)));
+  absl::StatusOr<std::unique_ptr<SharedState>> shared = LoadSharedState(*config);
+  if (!shared.ok()) return shared.status();
+  std::unique_ptr<Server> s(new Server(std::move(config), *std::move(tls), *std::move(shared)));
   absl::Status st = s->Bind();
   if (!st.ok()) return st;
   return s;
 }
 
-Server::Server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls)
-    : config_(std::move(config)),
-      tls_(std::move(tls)),
-      limiter_(config_->limits.max_connections_per_ip) {
+Server::Server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
+               std::unique_ptr<SharedState> shared)
+    : config_(std::move(config)), tls_(std::move(tls)), shared_(std::move(shared)) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &worker_exit_, [](uv_async_t* a) {
     auto* self = static_cast<Server*>(a->data);
@@ -44,12 +62,14 @@ Server::Server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsCo
       uv_close(reinterpret_cast<uv_handle_t*>(&self->worker_exit_), nullptr);
       uv_close(reinterpret_cast<uv_handle_t*>(&self->sigterm_), nullptr);
       uv_close(reinterpret_cast<uv_handle_t*>(&self->sigint_), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&self->sighup_), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&self->file_watch_), nullptr);
     }
   });
   worker_exit_.data = this;
   int n = WorkerCount(config_->workers);
   for (int i = 0; i < n; ++i) {
-    workers_.push_back(std::make_unique<Worker>(i, config_, tls_, limiter_, [this] {
+    workers_.push_back(std::make_unique<Worker>(i, config_, tls_, *shared_, [this] {
       running_.fetch_sub(1);
       uv_async_send(&worker_exit_);
     }));
@@ -79,6 +99,44 @@ absl::Status Server::Bind() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// One passwd-file re-read on the thread pool (file reads and parsing stay
+// off every loop), reported back on the main loop.
+struct ReloadWork {
+  uv_work_t req;
+  std::shared_ptr<PasswdFileSource> source;
+  absl::Status status;
+};
+
+}  // namespace
+
+void Server::ReloadFiles(bool all) {
+  for (auto& [name, source] : shared_->passwd_files) {
+    if (!all && !source->Changed()) continue;
+    auto* w = new ReloadWork{};
+    w->req.data = w;
+    w->source = source;
+    uv_queue_work(
+        &loop_, &w->req,
+        [](uv_work_t* req) {
+          auto* w = static_cast<ReloadWork*>(req->data);
+          w->status = w->source->Reload();
+        },
+        [](uv_work_t* req, int) {
+          auto* w = static_cast<ReloadWork*>(req->data);
+          if (w->status.ok()) {
+            spdlog::info("passwd-file reloaded: directory={} path={} users={}", w->source->name(),
+                         w->source->path(), w->source->Current()->size());
+          } else {
+            spdlog::error("passwd-file not reloaded, the previous one stays: directory={} {}",
+                          w->source->name(), std::string(w->status.message()));
+          }
+          delete w;
+        });
+  }
+}
+
 int Server::Run() {
   signal(SIGPIPE, SIG_IGN);
   auto on_signal = [](uv_signal_t* h, int signum) {
@@ -96,6 +154,23 @@ int Server::Run() {
   uv_signal_init(&loop_, &sigint_);
   sigint_.data = this;
   uv_signal_start(&sigint_, on_signal, SIGINT);
+
+  uv_signal_init(&loop_, &sighup_);
+  sighup_.data = this;
+  uv_signal_start(
+      &sighup_,
+      [](uv_signal_t* h, int) {
+        spdlog::info("signal SIGHUP: re-reading passwd-files");
+        static_cast<Server*>(h->data)->ReloadFiles(/*all=*/true);
+      },
+      SIGHUP);
+  uv_timer_init(&loop_, &file_watch_);
+  file_watch_.data = this;
+  if (!shared_->passwd_files.empty()) {
+    uv_timer_start(
+        &file_watch_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->ReloadFiles(false); },
+        1000, 1000);
+  }
 
   running_.store(static_cast<int>(workers_.size()));
   for (auto& w : workers_) w->Start();

@@ -23,16 +23,22 @@ class Server {
   int Run();
 
  private:
-  Server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls);
+  Server(std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
+         std::unique_ptr<SharedState> shared);
   absl::Status Bind();
+  // Re-reads the passwd-files that changed (or all, on SIGHUP) on the
+  // thread pool; a broken file keeps the old snapshot, the log says why.
+  void ReloadFiles(bool all);
 
   std::shared_ptr<const Config> config_;
   std::shared_ptr<const TlsContext> tls_;
-  ConnectionLimiter limiter_;  // connections per client IP, all workers
+  std::unique_ptr<SharedState> shared_;  // per-IP counts, answer cache, passwd-files
+  uv_timer_t file_watch_;                // passwd-files re-read when they change
   uv_loop_t loop_;
   uv_async_t worker_exit_;
   uv_signal_t sigterm_;
   uv_signal_t sigint_;
+  uv_signal_t sighup_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<int> running_{0};
   int signals_ = 0;
@@ -41,6 +47,10 @@ class Server {
 // The server TLS context the config asks for (null when no listener uses
 // TLS); --check-config loads it too.
 absl::StatusOr<std::shared_ptr<const TlsContext>> LoadTlsContext(const Config& config);
+
+// What the workers share, with the passwd-files loaded (errors name the file
+// and line); --check-config loads it too.
+absl::StatusOr<std::unique_ptr<SharedState>> LoadSharedState(const Config& config);
 
 // Number of workers for `configured` (0 = one per core).
 int WorkerCount(int configured);

@@ -1,5 +1,6 @@
 #include "proxy/session.h"
 
+#include <openssl/mem.h>
 #include <openssl/rand.h>
 
 #include <utility>
@@ -205,8 +206,9 @@ bool Session::StartTls() {
 void Session::Login(Credentials credentials) {
   state_ = State::kLogin;
   client_->StopReading();  // what the client pipelines waits in input()
-  idle_deadline_ms_ = 0;   // the backend's timeouts bound the wait
+  idle_deadline_ms_ = 0;   // the directory's and the backend's timeouts bound the wait
   user_ = credentials.mailbox_user();
+  ++login_attempts_;
   const uint64_t gen = ++generation_;
   // Credentials travel inside backend command lines: CR, LF or NUL in them
   // would let a client inject commands (and no backend accepts them).
@@ -220,51 +222,247 @@ void Session::Login(Credentials credentials) {
     });
     return;
   }
-  RouteRequest req;
-  req.user = user_;  // the identity whose mailbox is opened
-  req.client_ip = peer_.IpText();
-  req.pop3 = listener_.protocol == Protocol::kPop3;
-  // The credentials wait in the lambda until the route is known.
-  worker_.router().Route(
-      req, [this, gen, c = std::move(credentials)](absl::StatusOr<RouteResult> r) mutable {
-        if (gen != generation_ || state_ != State::kLogin) return;
-        if (!r.ok() || r->backend >= config_->backends.size()) {
-          LoginReply reply;
-          reply.kind = LoginReply::Kind::kUnavailable;
-          LoginFailed(std::move(reply),
-                      absl::StrCat("routing: ", r.ok() ? "no such backend" : r.status().message()));
-          return;
-        }
-        OnRouted(r->backend, std::move(c));
-      });
+  credentials_ = std::make_unique<Credentials>(std::move(credentials));
+  AskDirectory();
 }
 
-void Session::OnRouted(size_t backend, Credentials c) {
-  const BackendConfig& b = config_->backends[backend];
+DirectoryRequest Session::MakeDirectoryRequest() const {
+  const Credentials& c = *credentials_;
+  DirectoryRequest r;
+  switch (c.mechanism) {
+    case Credentials::Mechanism::kLogin:
+    case Credentials::Mechanism::kPlain:
+      r.mechanism = DirectoryRequest::Mechanism::kPlain;
+      break;
+    case Credentials::Mechanism::kSaslLogin:
+      r.mechanism = DirectoryRequest::Mechanism::kLogin;
+      break;
+    case Credentials::Mechanism::kXoauth2:
+      r.mechanism = DirectoryRequest::Mechanism::kXoauth2;
+      break;
+    case Credentials::Mechanism::kOauthbearer:
+      r.mechanism = DirectoryRequest::Mechanism::kOauthbearer;
+      break;
+  }
+  r.user = c.authcid;
+  if (c.proxy_authorization()) r.authzid = c.authzid;
+  r.secret = c.secret;
+  r.protocol = ProtocolName(listener_.protocol);
+  r.client_ip = peer_.IpText();
+  r.client_port = peer_.port;
+  const PeerAddress local = PeerAddress::Local(client_->fd());
+  r.local_ip = local.IpText();
+  r.local_port = local.port;
+  r.tls = client_->tls();
+  if (r.tls) {
+    r.tls_version = client_->tls_version();
+    r.tls_cipher = client_->tls_cipher();
+    r.sni = client_->tls_server_name();
+  }
+  if (listener_.protocol == Protocol::kImap) {
+    r.client_id = static_cast<const ImapFront*>(front_.get())->client_id();
+  }
+  r.attempt = login_attempts_;
+  r.session_id = std::string(id());
+  return r;
+}
+
+void Session::AskDirectory() {
+  Directory& dir = worker_.directory(listener_);
+  directory_name_ = dir.Name();
+  DirectoryRequest req = MakeDirectoryRequest();
+  const uint64_t gen = generation_;
+  if (dir.ChecksSecrets()) {
+    cache_key_ = DirectoryCache::MakeKey(directory_name_, dir.Generation(), req);
+    std::optional<DirectoryAnswer> hit =
+        worker_.directory_cache().Find(*cache_key_, uv_now(worker_.loop()));
+    if (hit.has_value()) {
+      hit->detail = absl::StrCat("cached: ", hit->detail);
+      hit->cacheable = false;  // it is in the cache already
+      worker_.Defer([this, gen, a = *std::move(hit)]() mutable {
+        if (gen != generation_ || state_ != State::kLogin) return;
+        OnDirectoryAnswer(std::move(a));
+      });
+      return;
+    }
+  } else {
+    cache_key_.reset();
+  }
+  lookup_ = dir.Start(req, [this, gen](DirectoryAnswer a) {
+    if (gen != generation_ || state_ != State::kLogin) return;
+    OnDirectoryAnswer(std::move(a));
+  });
+}
+
+void Session::OnDirectoryAnswer(DirectoryAnswer a) {
+  // We may be inside the lookup's own callback: its handle goes later.
+  if (lookup_) {
+    Directory::Lookup* raw = lookup_.release();
+    worker_.Defer([raw] { delete raw; });
+  }
+  if (cache_key_.has_value() && a.cacheable) {
+    worker_.directory_cache().Store(*cache_key_, user_, a, uv_now(worker_.loop()));
+  }
+  if (!a.detail.empty()) directory_detail_ = a.detail;
+  switch (a.verdict) {
+    case DirectoryAnswer::Verdict::kUnavailable: {
+      LoginReply r;
+      r.kind = LoginReply::Kind::kUnavailable;
+      LoginFailed(std::move(r), absl::StrCat(directory_name_, ": ", a.detail));
+      return;
+    }
+    case DirectoryAnswer::Verdict::kRefuse: {
+      LoginReply r;
+      r.kind = LoginReply::Kind::kAuthFailed;
+      r.code = SanitizeResponseCode(a.code);
+      r.text = SanitizeReplyText(a.text);
+      RefuseAfter(a.wait, std::move(r), absl::StrCat(directory_name_, ": ", a.detail));
+      return;
+    }
+    case DirectoryAnswer::Verdict::kAccept:
+      break;
+  }
+  answer_ = std::make_unique<DirectoryAnswer>(std::move(a));
+  const DirectoryAnswer& ans = *answer_;
+  // Where the mailbox lives: the directory's word wins over the router
+  // (README.md, "Routing": directory, then the router's map).
+  if (!ans.backend.empty()) {
+    for (size_t i = 0; i < config_->backends.size(); ++i) {
+      if (config_->backends[i].name == ans.backend) {
+        OnRouted(config_->backends[i]);
+        return;
+      }
+    }
+    LoginReply r;
+    r.kind = LoginReply::Kind::kUnavailable;
+    LoginFailed(std::move(r), absl::StrCat(directory_name_, ": no backend named ", ans.backend));
+    return;
+  }
+  if (!ans.host.empty()) {
+    const BackendConfig* b = BackendAt(ans.host, ans.port);
+    if (b == nullptr) {
+      LoginReply r;
+      r.kind = LoginReply::Kind::kUnavailable;
+      LoginFailed(std::move(r),
+                  absl::StrCat(directory_name_, ": bad backend address ", ans.host, ":", ans.port));
+      return;
+    }
+    OnRouted(*b);
+    return;
+  }
+  RouteRequest req;
+  req.user = ans.backend_user.empty() ? user_ : ans.backend_user;
+  req.client_ip = peer_.IpText();
+  req.pop3 = listener_.protocol == Protocol::kPop3;
+  const uint64_t gen = generation_;
+  worker_.router().Route(req, [this, gen](absl::StatusOr<RouteResult> r) {
+    if (gen != generation_ || state_ != State::kLogin) return;
+    if (!r.ok() || r->backend >= config_->backends.size()) {
+      LoginReply reply;
+      reply.kind = LoginReply::Kind::kUnavailable;
+      LoginFailed(std::move(reply),
+                  absl::StrCat("routing: ", r.ok() ? "no such backend" : r.status().message()));
+      return;
+    }
+    OnRouted(config_->backends[r->backend]);
+  });
+}
+
+const BackendConfig* Session::BackendAt(const std::string& host, uint16_t port) {
+  // A configured backend at that address keeps its settings (login method,
+  // master user, POP3 mode); any other address is reached with the defaults,
+  // as nginx's Auth-Server does.
+  if (port == 0) port = listener_.protocol == Protocol::kImap ? 143 : 110;
+  auto addr = ParseSocketAddress(host, port);
+  if (!addr.ok()) return nullptr;
+  for (const BackendConfig& b : config_->backends) {
+    const SocketAddress& a = listener_.protocol == Protocol::kImap ? b.imap : b.pop3;
+    if (a.text == addr->text) return &b;
+  }
+  adhoc_backend_ = std::make_unique<BackendConfig>();
+  BackendConfig& b = *adhoc_backend_;
+  b.name = addr->text;
+  b.host = host;
+  b.imap_port = b.pop3_port = port;
+  b.imap = *addr;
+  b.pop3 = *addr;
+  return &b;
+}
+
+void Session::RefuseAfter(std::chrono::milliseconds wait, LoginReply reply, std::string detail) {
+  if (wait.count() <= 0) {
+    LoginFailed(std::move(reply), detail);
+    return;
+  }
+  // The refusal waits (brute-force delays, nginx's Auth-Wait); the client is
+  // not read meanwhile, and the login deadline still applies.
+  wait_timer_ = std::make_unique<Timer>(worker_.loop());
+  const uint64_t gen = generation_;
+  wait_timer_->Start(wait, [this, gen, reply = std::move(reply), detail = std::move(detail)] {
+    if (gen != generation_ || state_ != State::kLogin) return;
+    LoginFailed(reply, detail);
+  });
+}
+
+void Session::OnRouted(const BackendConfig& b) {
   backend_name_ = &b.name;
+  const Credentials& c = *credentials_;
+  const DirectoryAnswer& a = *answer_;
   // A POP3 client on a gateway backend is served over the backend's IMAP.
   gateway_ = listener_.protocol == Protocol::kPop3 && b.pop3_mode == Pop3Mode::kGateway;
   const Protocol protocol = gateway_ ? Protocol::kImap : listener_.protocol;
-  if (c.proxy_authorization()) {
-    // Another identity's mailbox: only SASL PLAIN carries an authorization
-    // identity to the backend (RFC 4616 section 2); LOGIN and USER/PASS
-    // would silently open the authentication identity's own mailbox.
-    const bool plain = protocol == Protocol::kImap ? b.imap_login == ImapBackendLogin::kPlain
-                                                   : b.pop3_login == Pop3BackendLogin::kPlain;
-    if (!plain) {
-      LoginReply reply;
-      reply.kind = LoginReply::Kind::kAuthzFailed;
-      LoginFailed(std::move(reply),
-                  absl::StrCat("authorization identity for ", c.authcid,
-                               " refused: the backend is not logged in to with PLAIN"));
+  LoginRequest lr;
+  if (protocol == Protocol::kImap) lr.imap_id_args = BackendIdArgs();
+  // Who logs in to the backend. After a directory checked the login, a
+  // backend with a master user (or a directory that asks for one) gets
+  // AUTHENTICATE PLAIN as the master acting as the user: the backend never
+  // needs the user's secret (OAuth tokens, hashed passwords).
+  const bool master = a.checked && (a.master || !b.master_user.empty());
+  if (master) {
+    if (b.master_user.empty()) {
+      LoginReply r;
+      r.kind = LoginReply::Kind::kUnavailable;
+      LoginFailed(std::move(r), absl::StrCat(directory_name_, ": a master login was asked for, ",
+                                             "backend ", b.name, " has no master_user"));
       return;
     }
+    lr.mechanism = LoginRequest::Mechanism::kPlain;
+    lr.user = b.master_user;
+    lr.password = b.master_password;
+    lr.authzid = a.backend_user.empty() ? user_ : a.backend_user;
+  } else {
+    lr.user = a.backend_user.empty() ? c.authcid : a.backend_user;
+    lr.password = a.backend_password.empty() ? c.secret : a.backend_password;
+    if (a.backend_user.empty() && c.proxy_authorization()) lr.authzid = c.authzid;
+    if (c.oauth() && a.backend_password.empty()) {
+      // The client's token goes to the backend with the client's mechanism
+      // (the backend must offer it).
+      lr.mechanism = c.mechanism == Credentials::Mechanism::kXoauth2
+                         ? LoginRequest::Mechanism::kXoauth2
+                         : LoginRequest::Mechanism::kOauthbearer;
+    }
+    if (!lr.authzid.empty() && lr.mechanism == LoginRequest::Mechanism::kConfigured) {
+      // Another identity's mailbox: only SASL PLAIN carries an authorization
+      // identity to the backend (RFC 4616 section 2); LOGIN and USER/PASS
+      // would silently open the authentication identity's own mailbox.
+      const bool plain = protocol == Protocol::kImap ? b.imap_login == ImapBackendLogin::kPlain
+                                                     : b.pop3_login == Pop3BackendLogin::kPlain;
+      if (!plain) {
+        LoginReply reply;
+        reply.kind = LoginReply::Kind::kAuthzFailed;
+        LoginFailed(std::move(reply),
+                    absl::StrCat("authorization identity for ", c.authcid,
+                                 " refused: the backend is not logged in to with PLAIN"));
+        return;
+      }
+    }
   }
-  LoginRequest lr;
-  lr.user = std::move(c.authcid);
-  lr.password = std::move(c.secret);
-  if (c.proxy_authorization()) lr.authzid = std::move(c.authzid);
-  if (protocol == Protocol::kImap) lr.imap_id_args = BackendIdArgs();
+  if (HasCrLfNul(lr.user) || HasCrLfNul(lr.password) || HasCrLfNul(lr.authzid)) {
+    LoginReply r;
+    r.kind = LoginReply::Kind::kUnavailable;
+    LoginFailed(std::move(r), "the directory gave credentials with CR, LF or NUL");
+    return;
+  }
   connector_ = std::make_unique<BackendConnector>(
       worker_.poller(), worker_.pool(), b, protocol, config_->timeouts, std::move(lr),
       [this](LoginOutcome o, ConnectionPtr conn) { OnConnected(std::move(o), std::move(conn)); });
@@ -310,6 +508,7 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
       reply.kind = LoginReply::Kind::kOk;
       reply.capabilities = SanitizeCapabilities(outcome.capabilities);
       backend_ = std::move(backend);
+      ForgetLogin();
       LeavePrelogin();
       // The gateway answers the login itself, once the maildrop is open.
       if (!gateway_) front_->LoginSucceeded(reply);
@@ -328,7 +527,18 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
   LoginFailed(std::move(reply), outcome.detail);
 }
 
+void Session::ForgetLogin() {
+  if (credentials_) {
+    OPENSSL_cleanse(credentials_->secret.data(), credentials_->secret.size());
+    credentials_.reset();
+  }
+  answer_.reset();
+  cache_key_.reset();
+  wait_timer_.reset();
+}
+
 void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
+  ForgetLogin();
   if (reply.kind == LoginReply::Kind::kUnavailable) {
     spdlog::warn("backend unavailable: session={} client={} user={} backend={} detail=\"{}\"", id(),
                  peer_.Text(), LogSafe(user_), backend_name(), LogQuoted(detail));
@@ -410,6 +620,8 @@ void Session::End(absl::string_view reason) {
   // A refusal is counted and logged by the worker, at most once a second.
   if (!refused) LogEnd(reason);
   connector_.reset();
+  lookup_.reset();  // cancels a directory lookup: its answer never comes
+  ForgetLogin();
   if (stage_) stage_->Finish();  // the stage itself goes with the session
   LeavePrelogin();
   if (worker_.shutting_down()) {

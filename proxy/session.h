@@ -18,6 +18,7 @@
 #include <array>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,9 @@
 #include "proxy/connection.h"
 #include "proxy/peer_address.h"
 #include "proxy/stage.h"
+#include "proxy/uv_handle.h"
+#include "routing/directory.h"
+#include "routing/directory_cache.h"
 
 namespace postern {
 
@@ -83,7 +87,17 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
 
   // Feeds the front while the client's replies stay under the bound.
   void ProcessInput();
-  void OnRouted(size_t backend, Credentials credentials);
+  DirectoryRequest MakeDirectoryRequest() const;
+  // The login's first step: the directory (or the answer cache).
+  void AskDirectory();
+  void OnDirectoryAnswer(DirectoryAnswer answer);
+  // The backend at host:port, configured or not.
+  const BackendConfig* BackendAt(const std::string& host, uint16_t port);
+  // The client hears the refusal after `wait`.
+  void RefuseAfter(std::chrono::milliseconds wait, LoginReply reply, std::string detail);
+  void OnRouted(const BackendConfig& backend);
+  // Drops what a login attempt held (the secret wiped).
+  void ForgetLogin();
   void OnConnected(LoginOutcome outcome, ConnectionPtr backend);
   // The login failed (or was refused before reaching a backend): log it and
   // let the front answer.
@@ -105,6 +119,16 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   ConnectionPtr backend_;
   std::unique_ptr<Front> front_;  // until a stage starts
   std::unique_ptr<BackendConnector> connector_;
+  // The login in progress (only while one runs).
+  std::unique_ptr<Credentials> credentials_;
+  std::unique_ptr<Directory::Lookup> lookup_;
+  std::unique_ptr<DirectoryAnswer> answer_;
+  std::optional<DirectoryCache::Key> cache_key_;
+  std::unique_ptr<Timer> wait_timer_;
+  std::unique_ptr<BackendConfig> adhoc_backend_;  // a directory's host:port
+  std::string directory_name_;
+  std::string directory_detail_;
+  uint32_t login_attempts_ = 0;
   std::unique_ptr<Stage> stage_;
   std::string user_;                           // the mailbox user, once a login was tried
   const char* refuse_reason_ = "";             // kRefusing: why, for the log

@@ -25,19 +25,39 @@ constexpr std::chrono::milliseconds kDrainLimit{5000};
 
 }  // namespace
 
+SharedState::SharedState(const Config& config)
+    : limiter(config.limits.max_connections_per_ip),
+      cache(DirectoryCacheOptions{config.auth_cache.ttl, config.auth_cache.negative_ttl,
+                                  config.auth_cache.max_entries}) {}
+
 Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
-               ConnectionLimiter& limiter, std::function<void()> on_exit)
+               SharedState& shared, std::function<void()> on_exit)
     : id_(id),
       config_(std::move(config)),
       tls_(std::move(tls)),
       on_exit_(std::move(on_exit)),
-      limiter_(limiter) {
+      shared_(shared),
+      limiter_(shared.limiter) {
   uv_loop_init(&loop_);
   poller_ = std::make_unique<Poller>(&loop_);
   reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  router_ =
-      std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend,
-                                     [this](std::function<void()> fn) { Defer(std::move(fn)); });
+  Poster post = [this](std::function<void()> fn) { Defer(std::move(fn)); };
+  router_ = std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend, post);
+  directories_["passthrough"] = std::make_unique<PassthroughDirectory>(post);
+  for (const DirectoryConfig& d : config_->directories) {
+    switch (d.type) {
+      case DirectoryConfig::Type::kPassthrough:
+        directories_[d.name] = std::make_unique<PassthroughDirectory>(post);
+        break;
+      case DirectoryConfig::Type::kPasswdFile:
+        directories_[d.name] =
+            std::make_unique<PasswdFileDirectory>(shared_.passwd_files.at(d.name), &loop_, post);
+        break;
+      case DirectoryConfig::Type::kAuthHttp:
+        // Wired with the auth-http client (routing/auth_http.h).
+        break;
+    }
+  }
   uv_idle_init(&loop_, idle_.Allocate());
   idle_.get()->data = this;
   uv_async_init(&loop_, async_.Allocate(), [](uv_async_t* a) {
@@ -49,6 +69,14 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   sweep_timer_.Init(&loop_);
   accept_pause_timer_.Init(&loop_);
   sweep_timer_.Start(std::chrono::seconds(1), [this] { Sweep(); });
+}
+
+Directory& Worker::directory(const ListenerConfig& listener) {
+  const std::string& name = !listener.directory.empty()   ? listener.directory
+                            : !config_->directory.empty() ? config_->directory
+                                                          : std::string("passthrough");
+  auto it = directories_.find(name);
+  return it != directories_.end() ? *it->second : *directories_.at("passthrough");
 }
 
 void Worker::Sweep() {

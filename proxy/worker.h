@@ -22,6 +22,9 @@
 #include "proxy/pipe_pool.h"
 #include "proxy/poller.h"
 #include "proxy/uv_handle.h"
+#include "routing/directory.h"
+#include "routing/directory_cache.h"
+#include "routing/passwd_file_directory.h"
 #include "routing/router.h"
 #include "tls/tls_context.h"
 
@@ -29,12 +32,21 @@ namespace postern {
 
 class Session;
 
+// What the workers of one server share; every part is thread-safe.
+struct SharedState {
+  explicit SharedState(const Config& config);
+  ConnectionLimiter limiter;  // connections per client IP
+  DirectoryCache cache;       // directory answers
+  // passwd-file snapshots by directory name, reloaded by the server.
+  absl::flat_hash_map<std::string, std::shared_ptr<PasswdFileSource>> passwd_files;
+};
+
 class Worker {
  public:
-  // `limiter` counts connections per client IP across all workers; it
-  // outlives the worker.
+  // `shared` (per-IP counts, the answer cache, passwd-files) outlives the
+  // worker.
   Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
-         ConnectionLimiter& limiter, std::function<void()> on_exit);
+         SharedState& shared, std::function<void()> on_exit);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -63,6 +75,9 @@ class Worker {
   const std::shared_ptr<const Config>& config_ptr() const { return config_; }
   const TlsContext* tls() const { return tls_.get(); }
   Router& router() { return *router_; }
+  // The directory that checks logins on `listener` (passthrough by default).
+  Directory& directory(const ListenerConfig& listener);
+  DirectoryCache& directory_cache() { return shared_.cache; }
   bool shutting_down() const { return shutting_down_; }
   // Runs `fn` on a later loop iteration (never from inside the caller).
   void Defer(std::function<void()> fn);
@@ -113,7 +128,9 @@ class Worker {
   int reserve_fd_ = -1;
   uint64_t shed_ = 0;  // connections dropped since the last warning
   uint64_t last_shed_log_ms_ = 0;
+  SharedState& shared_;
   ConnectionLimiter& limiter_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Directory>> directories_;
   size_t prelogin_ = 0;
   size_t refusing_ = 0;   // sessions sending an over-cap notice
   uint64_t refused_ = 0;  // refusals since the last log line

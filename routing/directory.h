@@ -114,6 +114,9 @@ class Directory {
   virtual bool ChecksSecrets() const = 0;
   // For logs and metrics: "passthrough", "passwd-file:users", "auth-http:nginx".
   virtual std::string Name() const = 0;
+  // Changes whenever the data behind the answers changes (a reloaded
+  // passwd-file): the answer cache keys on it. 0 when there is no such data.
+  virtual uint64_t Generation() const { return 0; }
 };
 
 }  // namespace postern

@@ -80,6 +80,7 @@ class PasswdFileDirectory final : public Directory {
   std::unique_ptr<Lookup> Start(const DirectoryRequest& request, Done done) override;
   bool ChecksSecrets() const override { return true; }
   std::string Name() const override { return "passwd-file:" + source_->name(); }
+  uint64_t Generation() const override { return source_->generation(); }
 
   // The answer for `entry` once its password matched (or did not).
   static DirectoryAnswer Answer(const PasswdEntry& entry, bool matched);

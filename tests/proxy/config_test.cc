@@ -378,7 +378,7 @@ backends: [{name: b, address: 127.0.0.1}]
 worker: 4
 )",
      "postern.yaml:4: worker: unknown key (expected one of: workers, hostname, listeners, tls, "
-     "backends, routing, limits, timeouts, gateway, log)"},
+     "backends, routing, limits, timeouts, gateway, directories, directory, auth_cache, log)"},
     {"BadPop3Mode", R"(
 listeners: [{protocol: pop3, address: "127.0.0.1:110", tls: none}]
 backends: [{name: b, address: 127.0.0.1, pop3_mode: translate}]
@@ -392,6 +392,64 @@ gateway:
 )",
      "postern.yaml:4: gateway.uidl_format: pop3 uidl_format '%08Xv': the format must contain the "
      "uid (%u), or UIDLs repeat at offset 5"},
+    {"UnknownDirectory", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none, directory: nope}]
+backends: [{name: b, address: 127.0.0.1}]
+)",
+     "postern.yaml:1: listeners[0].directory: no directory named 'nope'"},
+    {"UnknownDefaultDirectory", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
+backends: [{name: b, address: 127.0.0.1}]
+directory: nope
+)",
+     "postern.yaml:3: directory: no directory named 'nope'"},
+    {"PasswdFileWithoutPath", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
+backends: [{name: b, address: 127.0.0.1}]
+directories:
+  - {name: users, type: passwd-file}
+)",
+     "postern.yaml:4: directories[0].path: required key missing"},
+    {"AuthHttpKeyOnPasswdFile", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
+backends: [{name: b, address: 127.0.0.1}]
+directories:
+  - {name: users, type: passwd-file, path: $DIR/cert.pem, uri: /x}
+)",
+     "postern.yaml:4: directories[0].uri: only for type auth-http"},
+    {"AuthHttpBadServer", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
+backends: [{name: b, address: 127.0.0.1}]
+directories:
+  - name: svc
+    type: auth-http
+    servers: ["auth.example.com:80"]
+)",
+     "postern.yaml:6: directories[0].servers[0]: 'auth.example.com' is not a numeric IPv4 or IPv6 "
+     "address (host names are not resolved)"},
+    {"AuthHttpHeaderInjection", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
+backends: [{name: b, address: 127.0.0.1}]
+directories:
+  - name: svc
+    type: auth-http
+    servers: ["127.0.0.1:80"]
+    headers: {"X-A: b\r\nX-B": c}
+)",
+     "postern.yaml:7: directories[0].headers[\"X-A: b\\r\\nX-B\"]: a header name is letters, "
+     "digits and '-'"},
+    {"BadSaslMechanism", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none, sasl_mechanisms: [PLAIN, CRAM-MD5]}]
+backends: [{name: b, address: 127.0.0.1}]
+)",
+     "postern.yaml:1: listeners[0].sasl_mechanisms[1]: expected PLAIN, LOGIN, XOAUTH2 or "
+     "OAUTHBEARER, "
+     "got 'CRAM-MD5'"},
+    {"MasterUserWithoutPassword", R"(
+listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
+backends: [{name: b, address: 127.0.0.1, master_user: m}]
+)",
+     "postern.yaml:2: backends[0].master_password_file: required key missing"},
     {"UnknownListenerKey", R"(
 listeners:
   - protocol: imap
@@ -399,7 +457,7 @@ listeners:
 backends: [{name: b, address: 127.0.0.1}]
 )",
      "postern.yaml:3: listeners[0].adress: unknown key (expected one of: name, protocol, "
-     "address, tls, allow_plaintext_auth, backlog)"},
+     "address, tls, allow_plaintext_auth, backlog, directory, sasl_mechanisms)"},
     {"UnknownLimitsKey", R"(
 listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
 backends: [{name: b, address: 127.0.0.1}]
