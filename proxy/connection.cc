@@ -26,6 +26,18 @@ constexpr int kMaxReadsPerEvent = 16;
 
 void ConnectionHandler::OnReadable(Connection& c) { c.ReadBuffered(); }
 
+thread_local Connection::Closing* Connection::closing_list_ = nullptr;
+
+void Connection::ShortenLingers(uint32_t ms) {
+  for (Closing* c = closing_list_; c != nullptr; c = c->next) {
+    uv_timer_t* t = &c->linger;
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(t)) ||
+        !uv_is_active(reinterpret_cast<uv_handle_t*>(t)))
+      continue;
+    if (uv_timer_get_due_in(t) > ms) uv_timer_start(t, t->timer_cb, ms, 0);
+  }
+}
+
 Connection::Ptr Connection::Create(Poller& poller, BufferPool& pool, ConnectionHandler* handler) {
   auto* c = new Connection(pool, handler);
   c->poller_ = &poller;
@@ -404,6 +416,9 @@ void Connection::Close(bool abort) {
   raw_write_wait_ = false;
   input_.Clear();
   closing_state_ = std::make_unique<Closing>();
+  closing_state_->next = closing_list_;
+  if (closing_list_ != nullptr) closing_list_->prev = closing_state_.get();
+  closing_list_ = closing_state_.get();
   uv_timer_init(poller_->loop(), &closing_state_->linger);
   closing_state_->linger.data = this;
   uv_timer_start(
@@ -441,6 +456,11 @@ void Connection::FinishClose() {
   }
   uv_handle_t* timer = reinterpret_cast<uv_handle_t*>(&closing_state_->linger);
   if (uv_is_closing(timer)) return;
+  Closing* c = closing_state_.get();
+  if (c->prev != nullptr) c->prev->next = c->next;
+  if (c->next != nullptr) c->next->prev = c->prev;
+  if (closing_list_ == c) closing_list_ = c->next;
+  c->prev = c->next = nullptr;
   engine_.reset();
   input_.Clear();
   out_.Clear();

@@ -141,6 +141,10 @@ class Connection final : private Poller::Watcher {
 
   // See the class comment. Idempotent. `abort` skips the flush.
   void Close(bool abort = false);
+  // The process is stopping: every connection of this loop thread that is
+  // closing gives its peer at most `ms` more (lingers started later use
+  // set_linger).
+  static void ShortenLingers(uint32_t ms);
 
  private:
   Connection(BufferPool& pool, ConnectionHandler* handler);
@@ -172,7 +176,12 @@ class Connection final : private Poller::Watcher {
   // connection from its close callback, after the poller's dispatch.
   struct Closing {
     uv_timer_t linger;
+    // The loop thread's closing connections, so a shutdown can cut their
+    // lingers short (ShortenLingers).
+    Closing* prev = nullptr;
+    Closing* next = nullptr;
   };
+  static thread_local Closing* closing_list_;
 
   Poller* poller_;
   std::unique_ptr<Closing> closing_state_;

@@ -22,6 +22,8 @@ namespace {
 // After the grace period, how long a session may take to reach a point
 // between two responses before it is cut.
 constexpr std::chrono::milliseconds kDrainLimit{5000};
+// During shutdown a closing connection waits at most this long for its peer.
+constexpr uint32_t kShutdownLingerMs = 500;
 
 }  // namespace
 
@@ -189,6 +191,9 @@ void Worker::BeginShutdown(std::chrono::milliseconds grace) {
   if (!shutting_down_) {
     shutting_down_ = true;
     listeners_.clear();  // stop accepting
+    // Connections already closing do not hold the exit up for long either
+    // (Session::End gives those closed from now on the same short linger).
+    Connection::ShortenLingers(kShutdownLingerMs);
   }
   if (sessions_.empty()) {
     MaybeFinish();
