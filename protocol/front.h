@@ -88,6 +88,10 @@ struct FrontOptions {
   uint32_t error_budget = 10;
   // Failed logins before the session is closed (limits.max_auth_attempts).
   uint32_t max_auth_attempts = 3;
+  // The client is a proxy Postern trusts (listeners[].trusted_networks):
+  // its IMAP ID forwarding fields (x-originating-ip/port, x-proxy-ttl) are
+  // believed.
+  bool trusted = false;
   // SASL mechanisms offered (AUTHENTICATE, AUTH), in this order: any of
   // PLAIN, LOGIN, XOAUTH2, OAUTHBEARER (listeners[].sasl_mechanisms).
   std::vector<Credentials::Mechanism> sasl = {Credentials::Mechanism::kPlain,

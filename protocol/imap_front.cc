@@ -78,6 +78,7 @@ void ImapFront::TlsStarted() {
   options_.tls = true;
   // RFC 9051 section 6.2.1: nothing the client said before TLS counts.
   client_id_.clear();
+  trusted_id_.clear();
 }
 
 void ImapFront::Tagged(absl::string_view status, absl::string_view text) {
@@ -283,6 +284,7 @@ void ImapFront::HandleId(const ImapCommand& cmd) {
   const ImapArg& a = cmd.args[0];
   bool ok = a.type == ImapArg::Type::kNil;
   std::vector<std::pair<std::string, std::string>> fields;
+  std::vector<std::pair<std::string, std::string>> trusted;
   if (a.type == ImapArg::Type::kList && a.list.size() % 2 == 0 &&
       a.list.size() / 2 <= kMaxIdPairs) {
     ok = true;
@@ -292,6 +294,13 @@ void ImapFront::HandleId(const ImapCommand& cmd) {
       ok = k.type == ImapArg::Type::kString && k.value.size() <= kMaxIdField &&
            (v.type == ImapArg::Type::kString || v.type == ImapArg::Type::kNil) &&
            v.value.size() <= kMaxIdValue;
+      if (ok && options_.trusted && v.type == ImapArg::Type::kString &&
+          (absl::EqualsIgnoreCase(k.value, "x-originating-ip") ||
+           absl::EqualsIgnoreCase(k.value, "x-originating-port") ||
+           absl::EqualsIgnoreCase(k.value, "x-proxy-ttl"))) {
+        trusted.emplace_back(absl::AsciiStrToLower(k.value), v.value);
+        continue;
+      }
       if (!ok || v.type == ImapArg::Type::kNil || !IsRfc2971Field(k.value)) continue;
       // Passed on as quoted strings, pipelined with the backend login:
       // what cannot be quoted is left out rather than sent as a literal.
@@ -306,6 +315,7 @@ void ImapFront::HandleId(const ImapCommand& cmd) {
     return;
   }
   client_id_ = std::move(fields);
+  trusted_id_ = std::move(trusted);
   host_.Send("* ID (\"name\" \"Postern\")\r\n");
   Tagged("OK", "ID completed.");
 }

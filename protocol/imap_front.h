@@ -33,6 +33,9 @@ class ImapFront final : public Front {
   // with values that fit a quoted string. Never an "x-" field: those the
   // backend sees come from Postern alone.
   const std::vector<std::pair<std::string, std::string>>& client_id() const { return client_id_; }
+  // From a trusted peer only (FrontOptions::trusted): its forwarding fields
+  // x-originating-ip, x-originating-port and x-proxy-ttl, lower-cased names.
+  const std::vector<std::pair<std::string, std::string>>& trusted_id() const { return trusted_id_; }
 
   // The capabilities offered before login.
   std::string Capabilities() const;
@@ -53,6 +56,7 @@ class ImapFront final : public Front {
   std::unique_ptr<ImapCommandParser> parser_;
   std::string tag_;  // of the command being answered
   std::vector<std::pair<std::string, std::string>> client_id_;
+  std::vector<std::pair<std::string, std::string>> trusted_id_;
   // Set exactly while an AUTHENTICATE exchange waits for response lines.
   struct Sasl {
     Sasl(Credentials::Mechanism m, size_t max_line) : server(m), lines(max_line) {}

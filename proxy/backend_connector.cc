@@ -2,11 +2,14 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "protocol/imap_response.h"
 #include "protocol/imap_string.h"
+#include "protocol/proxy_header.h"
 #include "protocol/sasl.h"
+#include "proxy/log_text.h"
 
 namespace postern {
 namespace {
@@ -18,18 +21,25 @@ constexpr char kCapTag[] = "P1";
 constexpr char kIdTag[] = "P2";
 constexpr char kLoginTag[] = "P3";
 constexpr char kPostCapTag[] = "P4";
+constexpr char kTlsTag[] = "P0";
+
+ProxyAddress ToProxy(const PeerAddress& a) {
+  if (a.v4) return ProxyAddress::V4({a.ip[12], a.ip[13], a.ip[14], a.ip[15]}, a.port);
+  return ProxyAddress::V6(a.ip, a.port);
+}
 
 }  // namespace
 
 BackendConnector::BackendConnector(Poller& poller, BufferPool& pool, const BackendConfig& backend,
                                    Protocol protocol, const TimeoutsConfig& timeouts,
-                                   LoginRequest request, Done done)
+                                   LoginRequest request, BackendLink link, Done done)
     : poller_(poller),
       pool_(pool),
       backend_(backend),
       protocol_(protocol),
       timeouts_(timeouts),
       request_(std::move(request)),
+      link_(std::move(link)),
       done_(std::move(done)),
       splitter_(kMaxBackendLine) {}
 
@@ -39,7 +49,7 @@ void BackendConnector::Start() {
   timer_.Init(poller_.loop());
   conn_ = Connection::Create(poller_, pool_, this);
   const SocketAddress& addr = target();
-  int r = conn_->Connect(reinterpret_cast<const sockaddr*>(&addr.storage));
+  int r = conn_->Connect(reinterpret_cast<const sockaddr*>(&addr.storage), link_.source);
   if (r != 0) {
     // Report from the loop, never from inside Start().
     std::string detail = absl::StrCat("connect ", addr.text, ": ", uv_strerror(r));
@@ -62,7 +72,54 @@ void BackendConnector::OnConnected(Connection& c, int status) {
   timer_.Start(timeouts_.backend_login, [this, text = addr.text] {
     Unavailable(absl::StrCat("backend ", text, ": login timed out"));
   });
+  if (backend_.send_proxy_v2) {
+    // The PROXY protocol v2 header, in one write before anything else
+    // (proxy-protocol.txt section 2.2): the backend logs the real client.
+    ProxyAddress src = ToProxy(link_.client);
+    ProxyAddress dst = ToProxy(link_.local);
+    if (link_.client.v4 != link_.local.v4) dst = src;  // a family mix cannot be said: mirror
+    ProxyV2Tlvs tlvs;
+    tlvs.authority = link_.sni;
+    tlvs.unique_id = link_.session_id;
+    tlvs.ssl = link_.client_tls;
+    absl::StatusOr<std::string> header = BuildProxyV2(src, dst, tlvs);
+    if (!header.ok()) {
+      Unavailable(absl::StrCat("PROXY v2 header: ", header.status().message()));
+      return;
+    }
+    c.Write(*header);
+  }
+  if (backend_.tls == BackendTls::kImplicit && !StartTls()) return;
   c.StartReading();
+}
+
+bool BackendConnector::StartTls() {
+  if (link_.tls == nullptr) {
+    Unavailable("no TLS context for the backend");
+    return false;
+  }
+  tls_started_ = true;
+  const std::string& name = backend_.tls_name.empty() ? backend_.host : backend_.tls_name;
+  SSL_SESSION* offer = link_.tls_session != nullptr ? link_.tls_session->get() : nullptr;
+  if (!conn_->StartClientTls(*link_.tls, name, offer)) {
+    Unavailable("TLS toward the backend could not start");
+    return false;
+  }
+  splitter_.Reset();
+  stale_ = 0;
+  return true;
+}
+
+void BackendConnector::OnTlsReady(Connection&) {
+  if (state_ != State::kTlsHandshake) return;  // implicit TLS: the greeting follows
+  if (protocol_ == Protocol::kImap) {
+    // RFC 3501 section 6.2.1: capabilities learnt before TLS are forgotten.
+    caps_.clear();
+    state_ = State::kCapability;
+    Send(absl::StrCat(kCapTag, " CAPABILITY\r\n"));
+  } else {
+    AfterPop3Greeting();
+  }
 }
 
 void BackendConnector::OnEnd(Connection&, absl::string_view reason) {
@@ -128,7 +185,7 @@ void BackendConnector::HandleImapLine(absl::string_view line) {
       }
       if (absl::StartsWithIgnoreCase(r.code, "CAPABILITY ")) {
         caps_ = SplitCapabilities(r.code.substr(11));
-        SendImapLogin();
+        AfterCapabilities();
       } else {
         state_ = State::kCapability;
         Send(absl::StrCat(kCapTag, " CAPABILITY\r\n"));
@@ -144,8 +201,21 @@ void BackendConnector::HandleImapLine(absl::string_view line) {
           Unavailable(absl::StrCat("backend CAPABILITY failed: ", line.substr(0, 80)));
           return;
         }
-        SendImapLogin();
+        AfterCapabilities();
       }
+      return;
+    case State::kStartTls:
+      if (r.kind != ImapResponse::Kind::kTagged || r.tag != kTlsTag) return;
+      if (!absl::EqualsIgnoreCase(r.status, "OK")) {
+        Unavailable(absl::StrCat("backend refused STARTTLS: ", line.substr(0, 80)));
+        return;
+      }
+      // Whatever the backend sent after its OK is dropped with the
+      // plaintext (StartClientTls): never taken as an answer.
+      state_ = State::kTlsHandshake;
+      StartTls();
+      return;
+    case State::kTlsHandshake:
       return;
     case State::kLogin:
       if (r.kind == ImapResponse::Kind::kContinuation) {
@@ -166,7 +236,19 @@ void BackendConnector::HandleImapLine(absl::string_view line) {
         }
         return;
       }
-      if (r.kind != ImapResponse::Kind::kTagged || r.tag != kLoginTag) return;  // ID answer etc.
+      if (r.kind == ImapResponse::Kind::kTagged && r.tag == kIdTag) {
+        // Dovecot answers "Trusted ID completed." only to a proxy in its
+        // login_trusted_networks; otherwise it ignored the client's address.
+        if (absl::EqualsIgnoreCase(r.status, "OK") &&
+            !absl::StrContains(absl::AsciiStrToLower(r.text), "trusted")) {
+          LogOnce(absl::StrCat("untrusted-id:", backend_.name),
+                  absl::StrCat("backend ", backend_.name, " does not trust Postern's IMAP ID (",
+                               LogQuoted(r.text), "): it ignores the client's address; add ",
+                               "Postern's address to its login_trusted_networks"));
+        }
+        return;
+      }
+      if (r.kind != ImapResponse::Kind::kTagged || r.tag != kLoginTag) return;
       {
         LoginOutcome o;
         o.code = std::string(r.code);
@@ -204,6 +286,21 @@ void BackendConnector::HandleImapLine(absl::string_view line) {
     default:
       return;
   }
+}
+
+void BackendConnector::AfterCapabilities() {
+  if (backend_.tls == BackendTls::kStartTls && !tls_started_) {
+    // The credentials never cross in the clear: no STARTTLS, no login
+    // (DIGEST e.6; Dovecot's proxy does the same).
+    if (!HasCap("STARTTLS")) {
+      Unavailable("backend does not offer STARTTLS: refusing to log in in the clear");
+      return;
+    }
+    state_ = State::kStartTls;
+    Send(absl::StrCat(kTlsTag, " STARTTLS\r\n"));
+    return;
+  }
+  SendImapLogin();
 }
 
 void BackendConnector::SendImapLogin() {
@@ -293,26 +390,38 @@ void BackendConnector::HandlePop3Line(absl::string_view line) {
         Unavailable(absl::StrCat("unexpected backend greeting: ", line.substr(0, 80)));
         return;
       }
-      oauth_ = request_.mechanism == LoginRequest::Mechanism::kXoauth2 ||
-               request_.mechanism == LoginRequest::Mechanism::kOauthbearer;
-      if (oauth_) {
-        state_ = State::kPop3Pass;
-        Send(absl::StrCat(
-            request_.mechanism == LoginRequest::Mechanism::kXoauth2
-                ? "AUTH XOAUTH2 " + EncodeXoauth2(request_.user, request_.password)
-                : "AUTH OAUTHBEARER " + EncodeOauthbearer(request_.user, request_.password),
-            "\r\n"));
-      } else if (backend_.pop3_login == Pop3BackendLogin::kPlain ||
-                 request_.mechanism == LoginRequest::Mechanism::kPlain) {
-        // RFC 5034 section 4: AUTH with an initial response.
-        state_ = State::kPop3Pass;
-        Send(absl::StrCat("AUTH PLAIN ",
-                          EncodeSaslPlain(request_.authzid, request_.user, request_.password),
-                          "\r\n"));
-      } else {
-        state_ = State::kPop3User;
-        Send(absl::StrCat("USER ", request_.user, "\r\n"));
+      // Dovecot offers XCLIENT in its greeting to trusted proxies only
+      // (DIGEST d.2).
+      xclient_ = absl::EqualsIgnoreCase(r.code, "XCLIENT");
+      if (backend_.tls == BackendTls::kStartTls && !tls_started_) {
+        state_ = State::kStartTls;
+        Send("STLS\r\n");  // RFC 2595 section 4
+        return;
       }
+      AfterPop3Greeting();
+      return;
+    case State::kStartTls:
+      if (r.kind != Pop3Response::Kind::kOk) {
+        Unavailable(absl::StrCat("backend refused STLS: ", line.substr(0, 80)));
+        return;
+      }
+      state_ = State::kTlsHandshake;
+      StartTls();
+      return;
+    case State::kTlsHandshake:
+      return;
+    case State::kPop3Xclient:
+      if (r.kind != Pop3Response::Kind::kOk) {
+        // Dovecot's proxy treats this as a configuration error too.
+        Unavailable(absl::StrCat("backend refused XCLIENT: ", line.substr(0, 80)));
+        return;
+      }
+      if (absl::StrContains(absl::AsciiStrToLower(r.text), "not from trusted")) {
+        LogOnce(absl::StrCat("untrusted-xclient:", backend_.name),
+                absl::StrCat("backend ", backend_.name, " ignored XCLIENT (", LogQuoted(r.text),
+                             "): add Postern's address to its login_trusted_networks"));
+      }
+      SendPop3Login();
       return;
     case State::kPop3User:
       if (r.kind != Pop3Response::Kind::kOk) {
@@ -358,14 +467,63 @@ void BackendConnector::HandlePop3Line(absl::string_view line) {
   }
 }
 
+void BackendConnector::AfterPop3Greeting() {
+  if (!xclient_) {
+    SendPop3Login();
+    return;
+  }
+  // Dovecot's XCLIENT (DIGEST d.2): the real client, then the login.
+  std::string cmd =
+      absl::StrCat("XCLIENT ADDR=", link_.client.IpText(), " PORT=", link_.client.port);
+  if (link_.local.known) {
+    absl::StrAppend(&cmd, " DESTADDR=", link_.local.IpText(), " DESTPORT=", link_.local.port);
+  }
+  absl::StrAppend(&cmd, " SESSION=", link_.session_id, " TTL=", link_.ttl,
+                  " CLIENT-TRANSPORT=", link_.client_tls ? "TLS" : "insecure");
+  if (!link_.sni.empty() && link_.sni.find_first_of(" \r\n") == std::string::npos) {
+    absl::StrAppend(&cmd, " DESTNAME=", link_.sni);
+  }
+  state_ = State::kPop3Xclient;
+  Send(absl::StrCat(cmd, "\r\n"));
+}
+
+void BackendConnector::SendPop3Login() {
+  oauth_ = request_.mechanism == LoginRequest::Mechanism::kXoauth2 ||
+           request_.mechanism == LoginRequest::Mechanism::kOauthbearer;
+  if (oauth_) {
+    state_ = State::kPop3Pass;
+    Send(absl::StrCat(
+        request_.mechanism == LoginRequest::Mechanism::kXoauth2
+            ? "AUTH XOAUTH2 " + EncodeXoauth2(request_.user, request_.password)
+            : "AUTH OAUTHBEARER " + EncodeOauthbearer(request_.user, request_.password),
+        "\r\n"));
+  } else if (backend_.pop3_login == Pop3BackendLogin::kPlain ||
+             request_.mechanism == LoginRequest::Mechanism::kPlain) {
+    // RFC 5034 section 4: AUTH with an initial response.
+    state_ = State::kPop3Pass;
+    Send(absl::StrCat("AUTH PLAIN ",
+                      EncodeSaslPlain(request_.authzid, request_.user, request_.password), "\r\n"));
+  } else {
+    state_ = State::kPop3User;
+    Send(absl::StrCat("USER ", request_.user, "\r\n"));
+  }
+}
+
 void BackendConnector::Unavailable(std::string detail) {
-  Finish(LoginOutcome::Failure(LoginOutcome::Kind::kUnavailable, std::move(detail)));
+  LoginOutcome o = LoginOutcome::Failure(LoginOutcome::Kind::kUnavailable, std::move(detail));
+  o.before_login =
+      state_ == State::kConnecting || state_ == State::kGreeting || state_ == State::kCapability;
+  Finish(std::move(o));
 }
 
 void BackendConnector::Finish(LoginOutcome outcome) {
   if (state_ == State::kDone) return;
   state_ = State::kDone;
   timer_.Stop();
+  // The next login to this backend resumes this TLS session.
+  if (tls_started_ && link_.tls_session != nullptr && conn_ != nullptr) {
+    if (TlsSession s = conn_->TakeTlsSession()) *link_.tls_session = std::move(s);
+  }
   ConnectionPtr conn = std::move(conn_);
   if (outcome.kind != LoginOutcome::Kind::kOk) {
     conn.reset();  // closes

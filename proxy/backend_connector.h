@@ -14,6 +14,7 @@
 #include "protocol/line_splitter.h"
 #include "proxy/config.h"
 #include "proxy/connection.h"
+#include "proxy/peer_address.h"
 #include "proxy/uv_handle.h"
 
 namespace postern {
@@ -25,6 +26,9 @@ struct LoginOutcome {
   std::string text;          // the backend's human text
   std::string capabilities;  // IMAP: the post-login capability list
   std::string detail;        // why, for the session log
+  // Failed before the login was sent (connect, greeting, capabilities):
+  // another replica may be tried, and it counts against the backend's health.
+  bool before_login = false;
 
   // A failure decided before or without a backend answer.
   static LoginOutcome Failure(Kind kind, std::string detail) {
@@ -49,13 +53,27 @@ struct LoginRequest {
   std::string imap_id_args;  // "(...)" to send as IMAP ID before login, or ""
 };
 
+// How the backend is reached, beyond its config, and who the real client is
+// (for POP3 XCLIENT and the PROXY protocol v2 header).
+struct BackendLink {
+  const TlsContext* tls = nullptr;        // when backends[].tls is not none
+  TlsSession* tls_session = nullptr;      // resumed from, and replaced by, this login
+  const SocketAddress* source = nullptr;  // backends[].source_addresses, in turn
+  PeerAddress client;                     // the client's address
+  PeerAddress local;                      // where the client connected to
+  std::string session_id;
+  uint32_t ttl = 5;  // hops left (x-proxy-ttl / XCLIENT TTL)
+  bool client_tls = false;
+  std::string sni;
+};
+
 class BackendConnector : public ConnectionHandler {
  public:
   using Done = std::function<void(LoginOutcome, ConnectionPtr)>;
 
   BackendConnector(Poller& poller, BufferPool& pool, const BackendConfig& backend,
                    Protocol protocol, const TimeoutsConfig& timeouts, LoginRequest request,
-                   Done done);
+                   BackendLink link, Done done);
   ~BackendConnector() override;
 
   // Starts connecting; `done` is called later, exactly once, unless the
@@ -67,12 +85,16 @@ class BackendConnector : public ConnectionHandler {
   void OnData(Connection& c) override;
   void OnDrained(Connection&) override {}
   void OnEnd(Connection& c, absl::string_view reason) override;
+  void OnTlsReady(Connection& c) override;
 
  private:
   enum class State {
     kConnecting,
     kGreeting,
     kCapability,      // IMAP: waiting for CAPABILITY's tagged answer
+    kStartTls,        // STARTTLS / STLS sent, waiting for its OK
+    kTlsHandshake,    // TLS toward the backend being set up
+    kPop3Xclient,     // POP3: XCLIENT sent (Dovecot: the real client's address)
     kLogin,           // waiting for the login answer (or a "+" continuation)
     kPostCapability,  // IMAP: logged in, asking for capabilities
     kPop3User,        // POP3: USER sent
@@ -83,6 +105,12 @@ class BackendConnector : public ConnectionHandler {
   void HandleImapLine(absl::string_view line);
   void HandlePop3Line(absl::string_view line);
   void SendImapLogin();
+  // IMAP: the capabilities are known: STARTTLS if it is due, else the login.
+  void AfterCapabilities();
+  // POP3: greeted (and TLS up if asked): XCLIENT if offered, else the login.
+  void AfterPop3Greeting();
+  void SendPop3Login();
+  bool StartTls();
   void SendNextChunk();
   // Writes a command; lines already buffered cannot be its answer (stale_).
   void Send(absl::string_view command);
@@ -100,6 +128,7 @@ class BackendConnector : public ConnectionHandler {
   Protocol protocol_;
   const TimeoutsConfig& timeouts_;
   LoginRequest request_;
+  BackendLink link_;
   Done done_;
   ConnectionPtr conn_;
   Timer timer_;
@@ -114,6 +143,8 @@ class BackendConnector : public ConnectionHandler {
   size_t stale_ = 0;       // input bytes that arrived before our last command
   bool canceled_ = false;  // an unexpected continuation was answered (once)
   bool oauth_ = false;     // an OAuth token is passed through (RFC 7628 error flow)
+  bool tls_started_ = false;
+  bool xclient_ = false;  // POP3: the greeting offered XCLIENT (Dovecot, trusted)
 };
 
 }  // namespace postern

@@ -113,6 +113,47 @@ absl::StatusOr<SocketAddress> ParseSocketAddress(const std::string& host, uint16
                    "' is not a numeric IPv4 or IPv6 address (host names are not resolved)"));
 }
 
+bool Cidr::Contains(const std::array<uint8_t, 16>& addr) const {
+  int left = bits;
+  for (size_t i = 0; i < 16 && left > 0; ++i, left -= 8) {
+    const uint8_t mask = left >= 8 ? 0xff : static_cast<uint8_t>(0xff << (8 - left));
+    if ((addr[i] & mask) != (ip[i] & mask)) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<Cidr> ParseCidr(absl::string_view text) {
+  Cidr c;
+  absl::string_view host = text;
+  int bits = -1;
+  const size_t slash = text.find('/');
+  if (slash != absl::string_view::npos) {
+    host = text.substr(0, slash);
+    if (!absl::SimpleAtoi(text.substr(slash + 1), &bits) || bits < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("bad prefix length in '", text, "'"));
+    }
+  }
+  const std::string h(host);
+  in_addr v4{};
+  in6_addr v6{};
+  if (h.find(':') == std::string::npos && inet_pton(AF_INET, h.c_str(), &v4) == 1) {
+    if (bits > 32)
+      return absl::InvalidArgumentError(absl::StrCat("prefix over 32 in '", text, "'"));
+    c.ip[10] = c.ip[11] = 0xff;
+    std::memcpy(&c.ip[12], &v4, 4);
+    c.bits = 96 + (bits < 0 ? 32 : bits);
+  } else if (inet_pton(AF_INET6, h.c_str(), &v6) == 1) {
+    if (bits > 128)
+      return absl::InvalidArgumentError(absl::StrCat("prefix over 128 in '", text, "'"));
+    std::memcpy(c.ip.data(), &v6, 16);
+    c.bits = bits < 0 ? 128 : bits;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not a numeric address or address/prefix"));
+  }
+  return c;
+}
+
 namespace {
 
 constexpr size_t kMaxConfigFileBytes = 16 << 20;
@@ -291,6 +332,9 @@ class Parser {
   absl::Status ParseGateway(const Field& f, GatewayConfig& gateway) const;
   absl::Status ParseDirectories(const Field& f, Config& config) const;
   absl::Status ParseAuthCache(const Field& f, AuthCacheConfig& cache) const;
+  absl::Status ParseShards(const Field& f, Config& config) const;
+  absl::Status ParseHealth(const Field& f, HealthConfig& health) const;
+  absl::Status ParseRedis(const Field& f, RedisConfig& redis) const;
 
   std::string source_;
   std::string base_dir_;  // relative paths resolve against it
@@ -547,6 +591,22 @@ absl::StatusOr<ListenerConfig> Parser::ParseListener(const YAML::Node& node,
   if (const Field* f = m.Find("sasl_mechanisms")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(l.sasl, Mechanisms(*f));
   }
+  if (const Field* f = m.Find("proxy_protocol")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(l.proxy_protocol, Bool(*f));
+  }
+  if (const Field* f = m.Find("trusted_networks")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(*f));
+    for (const Field& item : Items(*f)) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string text, Scalar(item, "an address/prefix"));
+      absl::StatusOr<Cidr> c = ParseCidr(text);
+      if (!c.ok()) return FieldError(item, c.status().message());
+      l.trusted_networks.push_back(*c);
+    }
+  }
+  if (l.proxy_protocol && l.trusted_networks.empty()) {
+    // Never guessed, never from anyone (DIGEST d.5).
+    return Missing(m, "trusted_networks");
+  }
   return l;
 }
 
@@ -632,9 +692,11 @@ absl::Status Parser::ParseTls(const Mapping& root, Config& config) const {
 absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const std::string& path,
                                                    int fallback_line) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
-      Mapping m, ReadMapping(node, path, fallback_line,
-                             {"name", "address", "imap_port", "pop3_port", "imap_login",
-                              "pop3_login", "pop3_mode", "master_user", "master_password_file"}));
+      Mapping m,
+      ReadMapping(node, path, fallback_line,
+                  {"name", "address", "imap_port", "pop3_port", "imap_login", "pop3_login",
+                   "pop3_mode", "master_user", "master_password_file", "tls", "tls_ca_file",
+                   "tls_name", "tls_verify", "send_proxy", "source_addresses"}));
   BackendConfig b;
   const Field* name = m.Find("name");
   if (name == nullptr) return Missing(m, "name");
@@ -690,6 +752,41 @@ absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const
     }
     b.master_password = std::move(secret);
   }
+  if (const Field* f = m.Find("tls")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*f, {"none", "implicit", "starttls"}));
+    b.tls = static_cast<BackendTls>(v);
+  }
+  const Field* ca = m.Find("tls_ca_file");
+  if (ca != nullptr) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(b.tls_ca_file, FilePath(*ca, true));
+  }
+  if (const Field* f = m.Find("tls_name")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(b.tls_name, Token(*f));
+  }
+  const Field* verify = m.Find("tls_verify");
+  if (verify != nullptr) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(b.tls_verify, Bool(*verify));
+  }
+  if (b.tls != BackendTls::kNone && b.tls_verify && b.tls_ca_file.empty()) {
+    // Verification needs the CAs; no verification needs saying so.
+    return Missing(m, "tls_ca_file");
+  }
+  if (const Field* f = m.Find("send_proxy")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*f, {"none", "v2"}));
+    b.send_proxy_v2 = v == 1;
+  }
+  if (const Field* f = m.Find("source_addresses")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(*f));
+    for (const Field& item : Items(*f)) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string text, Scalar(item, "a numeric address"));
+      auto a = ParseSocketAddress(text, 0);
+      if (!a.ok()) return FieldError(item, a.status().message());
+      if (a->storage.ss_family != b.imap.storage.ss_family) {
+        return FieldError(item, "not of the backend address's family");
+      }
+      b.source_addresses.push_back(*std::move(a));
+    }
+  }
   return b;
 }
 
@@ -722,7 +819,19 @@ absl::Status Parser::ParseBackends(const Field& f, Config& config) const {
 }
 
 absl::Status Parser::ParseRouting(const Field& f, Config& config) const {
-  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m, ReadMapping(f, {"default_backend", "users"}));
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(
+      Mapping m, ReadMapping(f, {"default_backend", "users", "ring_key", "redis_overrides",
+                                 "override_cache_ttl"}));
+  if (const Field* x = m.Find("ring_key")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*x, {"user", "domain"}));
+    config.ring_domain_only = v == 1;
+  }
+  if (const Field* x = m.Find("redis_overrides")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(config.redis_overrides, Bool(*x));
+  }
+  if (const Field* x = m.Find("override_cache_ttl")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(config.override_cache_ttl, Duration(*x));
+  }
   auto backend_index = [&](const Field& field) -> absl::StatusOr<size_t> {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string name, Scalar(field, "a backend name"));
     for (size_t i = 0; i < config.backends.size(); ++i) {
@@ -974,6 +1083,123 @@ absl::Status Parser::ParseDirectories(const Field& f, Config& config) const {
   return absl::OkStatus();
 }
 
+absl::Status Parser::ParseShards(const Field& f, Config& config) const {
+  POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(f));
+  std::vector<Field> items = Items(f);
+  std::vector<std::string> fallbacks;  // resolved once every shard is known
+  std::vector<const Field*> fallback_fields;
+  std::vector<Mapping> maps;
+  for (const Field& item : items) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m,
+                                    ReadMapping(item.value, item.path, LineOf(f.key_node),
+                                                {"name", "weight", "backends", "fallback"}));
+    ShardConfig sh;
+    const Field* name = m.Find("name");
+    if (name == nullptr) return Missing(m, "name");
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(sh.name, Token(*name));
+    for (const ShardConfig& other : config.shards) {
+      if (other.name == sh.name) return FieldError(*name, "another shard has this name");
+    }
+    if (const Field* x = m.Find("weight")) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t w, Integer(*x, 1, ShardRing::kMaxWeight));
+      sh.weight = static_cast<uint32_t>(w);
+    }
+    const Field* backends = m.Find("backends");
+    if (backends == nullptr) return Missing(m, "backends");
+    POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(*backends));
+    for (const Field& b : Items(*backends)) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string bn, Scalar(b, "a backend name"));
+      size_t index = config.backends.size();
+      for (size_t i = 0; i < config.backends.size(); ++i) {
+        if (config.backends[i].name == bn) index = i;
+      }
+      if (index == config.backends.size()) {
+        return FieldError(b, absl::StrCat("no backend named ", Quote(bn)));
+      }
+      sh.backends.push_back(index);
+    }
+    if (sh.backends.empty()) return FieldError(*backends, "at least one backend is required");
+    const Field* fb = m.Find("fallback");
+    std::string fallback;
+    if (fb != nullptr) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(fallback, Token(*fb));
+    }
+    fallbacks.push_back(std::move(fallback));
+    fallback_fields.push_back(fb);
+    config.shards.push_back(std::move(sh));
+  }
+  if (config.shards.empty()) return FieldError(f, "at least one shard is required");
+  for (size_t i = 0; i < config.shards.size(); ++i) {
+    if (fallbacks[i].empty()) continue;
+    for (size_t j = 0; j < config.shards.size(); ++j) {
+      if (config.shards[j].name == fallbacks[i]) config.shards[i].fallback = static_cast<int>(j);
+    }
+    if (config.shards[i].fallback < 0 || config.shards[i].fallback == static_cast<int>(i)) {
+      return FieldError(*fallback_fields[i],
+                        absl::StrCat("no other shard named ", Quote(fallbacks[i])));
+    }
+  }
+  std::vector<ShardSpec> specs;
+  for (const ShardConfig& sh : config.shards) specs.push_back({sh.name, sh.weight});
+  absl::StatusOr<std::shared_ptr<const ShardRing>> ring = ShardRing::Build(std::move(specs));
+  if (!ring.ok()) return FieldError(f, ring.status().message());
+  config.ring = *std::move(ring);
+  return absl::OkStatus();
+}
+
+absl::Status Parser::ParseHealth(const Field& f, HealthConfig& h) const {
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(
+      Mapping m, ReadMapping(f, {"failures", "cooldown", "check_interval", "check_timeout",
+                                 "disconnect_spread", "max_attempts"}));
+  if (const Field* x = m.Find("failures")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 1, 1000));
+    h.failures = static_cast<uint32_t>(v);
+  }
+  if (const Field* x = m.Find("cooldown")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(h.cooldown, Duration(*x));
+  }
+  if (const Field* x = m.Find("check_interval")) {
+    // "0" turns active checks off (a duration must otherwise be > 0).
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string text, Scalar(*x, "a duration or 0"));
+    if (text == "0") {
+      h.check_interval = std::chrono::milliseconds(0);
+    } else {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(h.check_interval, Duration(*x));
+    }
+  }
+  if (const Field* x = m.Find("check_timeout")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(h.check_timeout, Duration(*x));
+  }
+  if (const Field* x = m.Find("disconnect_spread")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string text, Scalar(*x, "a duration or 0"));
+    if (text == "0") {
+      h.disconnect_spread = std::chrono::milliseconds(0);
+    } else {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(h.disconnect_spread, Duration(*x));
+    }
+  }
+  if (const Field* x = m.Find("max_attempts")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 1, 16));
+    h.max_attempts = static_cast<uint32_t>(v);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Parser::ParseRedis(const Field& f, RedisConfig& r) const {
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m, ReadMapping(f, {"address", "timeout", "prefix"}));
+  const Field* a = m.Find("address");
+  if (a == nullptr) return Missing(m, "address");
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(r.address, HostPort(*a, ":6379"));
+  r.enabled = true;
+  if (const Field* x = m.Find("timeout")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(r.timeout, Duration(*x));
+  }
+  if (const Field* x = m.Find("prefix")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(r.prefix, Token(*x));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Parser::ParseAuthCache(const Field& f, AuthCacheConfig& cache) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m,
                                   ReadMapping(f, {"ttl", "negative_ttl", "max_entries"}));
@@ -1056,6 +1282,25 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
   }
   if (const Field* f = m.Find("auth_cache")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseAuthCache(*f, config->auth_cache));
+  }
+  if (const Field* f = m.Find("shards")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseShards(*f, *config));
+  }
+  if (const Field* f = m.Find("health")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseHealth(*f, config->health));
+  }
+  if (const Field* f = m.Find("redis")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseRedis(*f, config->redis));
+  }
+  if (const Field* f = m.Find("proxy_ttl")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*f, 1, 64));
+    config->proxy_ttl = static_cast<uint32_t>(v);
+  }
+  if (config->redis_overrides && !config->redis.enabled) {
+    return Error(1, "routing.redis_overrides", "needs the redis section");
+  }
+  if (config->redis_overrides && config->ring == nullptr) {
+    return Error(1, "routing.redis_overrides", "needs shards (overrides move users off the ring)");
   }
   if (const Field* f = m.Find("log")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseLog(*f, config->log));

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "protocol/front.h"
 #include "protocol/pop3_gateway.h"
+#include "routing/shard_ring.h"
 
 namespace postern {
 
@@ -33,6 +35,14 @@ struct SocketAddress {
   socklen_t length = 0;
   std::string text;  // as written, "127.0.0.1:9993" / "[::1]:9993"
 };
+
+// An address block ("10.0.0.0/8", "2001:db8::/32", or one address).
+struct Cidr {
+  std::array<uint8_t, 16> ip{};  // IPv4 mapped into IPv6
+  int bits = 128;                // of the mapped form
+  bool Contains(const std::array<uint8_t, 16>& addr) const;
+};
+absl::StatusOr<Cidr> ParseCidr(absl::string_view text);
 
 // Parses "host:port" or "[v6]:port" with a numeric host (no DNS at startup).
 absl::StatusOr<SocketAddress> ParseSocketAddress(const std::string& host, uint16_t port);
@@ -51,13 +61,23 @@ struct ListenerConfig {
   // listeners[i].directory: the name of the directory that checks logins
   // here; "" for the top-level `directory` (passthrough when none).
   std::string directory;
+  // listeners[i].proxy_protocol: behind a load balancer: every connection
+  // starts with a PROXY protocol v1 or v2 header (never guessed), accepted
+  // only from trusted_networks; the address in it is the client's.
+  bool proxy_protocol = false;
+  // listeners[i].trusted_networks: peers whose PROXY header (and whose IMAP
+  // ID x-originating-*/x-proxy-ttl fields, for a proxy in front) are
+  // believed. CIDR blocks.
+  std::vector<Cidr> trusted_networks;
   // listeners[i].sasl_mechanisms: offered in AUTHENTICATE / AUTH, in order.
   std::vector<Credentials::Mechanism> sasl = {Credentials::Mechanism::kPlain,
                                               Credentials::Mechanism::kSaslLogin};
 };
 
 enum class ImapBackendLogin { kLogin, kPlain };  // LOGIN command / AUTHENTICATE PLAIN
-enum class Pop3BackendLogin { kUser, kPlain };   // USER+PASS / AUTH PLAIN
+// TLS toward a backend.
+enum class BackendTls { kNone, kImplicit, kStartTls };
+enum class Pop3BackendLogin { kUser, kPlain };  // USER+PASS / AUTH PLAIN
 // How POP3 clients are served by a backend: relayed to its POP3 server, or
 // translated onto its IMAP server by the gateway.
 enum class Pop3Mode { kRelay, kGateway };
@@ -80,6 +100,18 @@ struct BackendConfig {
   // never needs the user's secret. Empty: the user's own credentials.
   std::string master_user;
   std::string master_password;  // read from the file at load
+  // backends[i].tls: none | implicit | starttls (STARTTLS / STLS before the
+  // login: credentials never cross in the clear).
+  BackendTls tls = BackendTls::kNone;
+  std::string tls_ca_file;  // backends[i].tls_ca_file: PEM CAs to verify it with
+  std::string tls_name;     // backends[i].tls_name: the name it must carry (default: address)
+  bool tls_verify = true;   // backends[i].tls_verify: false is an explicit, logged opt-out
+  // backends[i].send_proxy: none | v2: a PROXY protocol v2 header with the
+  // client's address before anything else.
+  bool send_proxy_v2 = false;
+  // backends[i].source_addresses: local addresses to connect from, in
+  // turn (more than ~64k sessions to one backend address and port).
+  std::vector<SocketAddress> source_addresses;
 };
 
 struct TlsConfig {
@@ -144,6 +176,34 @@ struct DirectoryConfig {
   std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
 };
 
+// shards[i]: a set of replicas serving the same mailboxes, on the ring.
+struct ShardConfig {
+  std::string name;              // shards[i].name
+  uint32_t weight = 1;           // shards[i].weight
+  std::vector<size_t> backends;  // shards[i].backends: replicas, indexes into Config::backends
+  int fallback = -1;             // shards[i].fallback: a shard index, -1 for none
+};
+
+// health: when a backend counts as down.
+struct HealthConfig {
+  uint32_t failures = 3;  // health.failures: consecutive connect/greeting failures
+  std::chrono::milliseconds cooldown{10'000};       // health.cooldown: down this long
+  std::chrono::milliseconds check_interval{5'000};  // health.check_interval: 0 = no active checks
+  std::chrono::milliseconds check_timeout{2'000};   // health.check_timeout
+  // health.disconnect_spread: a backend that dies takes its clients with
+  // it over this long (randomly), so their reconnects do not stampede.
+  std::chrono::milliseconds disconnect_spread{0};
+  uint32_t max_attempts = 3;  // health.max_attempts: backends tried per login
+};
+
+// redis: shared state of a fleet (abuse counters, routing overrides).
+struct RedisConfig {
+  bool enabled = false;
+  SocketAddress address;                   // redis.address
+  std::chrono::milliseconds timeout{200};  // redis.timeout: per command
+  std::string prefix = "postern:";         // redis.prefix: for every key
+};
+
 // auth_cache: directory answers kept for a while (routing/directory_cache.h).
 struct AuthCacheConfig {
   std::chrono::milliseconds ttl{60'000};           // auth_cache.ttl; 0: no cache
@@ -178,6 +238,14 @@ struct Config {
   LimitsConfig limits;
   TimeoutsConfig timeouts;
   GatewayConfig gateway;
+  std::vector<ShardConfig> shards;
+  std::shared_ptr<const ShardRing> ring;  // over `shards`, null without shards
+  bool ring_domain_only = false;          // routing.ring_key: user | domain
+  bool redis_overrides = false;           // routing.redis_overrides: per-user keys in Redis
+  std::chrono::milliseconds override_cache_ttl{1'000};  // routing.override_cache_ttl
+  HealthConfig health;
+  RedisConfig redis;
+  uint32_t proxy_ttl = 5;  // proxy_ttl: hops a login may take through proxies
   std::vector<DirectoryConfig> directories;
   std::string directory;  // the default directory's name; "": passthrough
   AuthCacheConfig auth_cache;

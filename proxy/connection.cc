@@ -52,9 +52,20 @@ Connection::~Connection() = default;
 
 void Connection::Adopt(int fd) { fd_ = fd; }
 
-int Connection::Connect(const sockaddr* addr) {
+int Connection::Connect(const sockaddr* addr, const SocketAddress* source) {
   int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
+  if (source != nullptr) {
+    // The port is chosen at connect time, per destination: one source
+    // address serves ~64k connections to each backend address and port.
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&source->storage), source->length) != 0) {
+      int err = errno;
+      close(fd);
+      return -err;
+    }
+  }
   socklen_t len = addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
   int r;
   do {
@@ -274,6 +285,14 @@ void Connection::HandleRead(ssize_t nread) {
   if (handler_ != nullptr) handler_->OnData(*this);
 }
 
+void Connection::Rescan() {
+  if (closing_ || ended_ || fd_ < 0 || input_.empty()) return;
+  if (engine_ != nullptr && !engine_->handshake_done()) {
+    engine_->cipher_in().MoveFrom(input_);
+  }
+  HandleRead(0);
+}
+
 void Connection::Fail(absl::string_view reason) {
   if (ended_) return;
   ended_ = true;
@@ -364,6 +383,19 @@ void Connection::WriteFailed() {
 bool Connection::StartServerTls(const TlsContext& ctx) {
   engine_ = TlsEngine::CreateServer(ctx, *pool_);
   return engine_ != nullptr;
+}
+
+bool Connection::StartClientTls(const TlsContext& ctx, const std::string& name,
+                                SSL_SESSION* offer) {
+  engine_ = TlsEngine::CreateClient(ctx, *pool_, name);
+  if (engine_ == nullptr) return false;
+  if (offer != nullptr) engine_->OfferSession(offer);
+  input_.Clear();
+  // The ClientHello goes out now (a first Write starts the handshake).
+  TlsEngine::Result r = engine_->Write(absl::string_view());
+  out_.MoveFrom(engine_->cipher_out());
+  Flush();
+  return r != TlsEngine::Result::kError;
 }
 
 const char* Connection::tls_version() const {

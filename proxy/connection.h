@@ -26,6 +26,7 @@
 
 #include "absl/strings/string_view.h"
 #include "protocol/buffer.h"
+#include "proxy/config.h"
 #include "proxy/poller.h"
 #include "tls/tls_context.h"
 #include "tls/tls_engine.h"
@@ -73,9 +74,10 @@ class Connection final : private Poller::Watcher {
 
   // Takes an accepted, non-blocking socket.
   void Adopt(int fd);
-  // Starts a TCP connect: 0 and the handler's OnConnected reports the
-  // result later, or a negative errno now.
-  int Connect(const sockaddr* addr);
+  // Starts a TCP connect (from `source` when given: its port 0 lets the
+  // kernel pick one per destination, IP_BIND_ADDRESS_NO_PORT): 0 and the
+  // handler's OnConnected reports the result later, or a negative errno now.
+  int Connect(const sockaddr* addr, const SocketAddress* source = nullptr);
   // TCP_NODELAY (we never wait for more bytes), keepalive.
   void SetSocketOptions();
   // The same on any socket (a listening one passes them to accepted ones).
@@ -94,6 +96,9 @@ class Connection final : private Poller::Watcher {
   void set_raw(bool raw) { raw_ = raw; }
   // Reads into input() as outside raw mode (then OnData), for one event.
   void ReadBuffered() { ReadSome(); }
+  // Processes bytes already in input() as if they had just been read (they
+  // came behind a PROXY header): with TLS they are the first ciphertext.
+  void Rescan();
   // Raw mode: OnWritable once the socket can take bytes.
   void WaitWritable();
   // Bytes the handler moved itself (for bytes_in()/bytes_out()).
@@ -121,6 +126,16 @@ class Connection final : private Poller::Watcher {
   // False when no engine could be made (then nothing may go on in
   // plaintext: the caller ends the session).
   [[nodiscard]] bool StartServerTls(const TlsContext& ctx);
+  // Client-side TLS from now on (toward a backend): whatever plaintext was
+  // received before is dropped (never taken as an answer: response
+  // injection after STARTTLS, DIGEST e.5), the ClientHello goes out, and
+  // OnTlsReady comes once the handshake (and the peer's certificate check
+  // against `name`) is done. `offer`: a session to resume, or null.
+  [[nodiscard]] bool StartClientTls(const TlsContext& ctx, const std::string& name,
+                                    SSL_SESSION* offer);
+  // The newest resumable session the peer gave us (client side), or null.
+  TlsSession TakeTlsSession() { return engine_ ? engine_->TakeSession() : TlsSession(); }
+  bool tls_resumed() const { return engine_ != nullptr && engine_->resumed(); }
   bool tls() const { return engine_ != nullptr; }
   const char* tls_version() const;
   // The negotiated cipher suite ("TLS_AES_128_GCM_SHA256"), "" before TLS.

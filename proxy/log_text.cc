@@ -1,5 +1,10 @@
 #include "proxy/log_text.h"
 
+#include <mutex>
+
+#include "absl/container/flat_hash_set.h"
+#include "spdlog/spdlog.h"
+
 namespace postern {
 
 namespace {
@@ -32,5 +37,15 @@ std::string Escape(absl::string_view text, size_t max, bool spaces) {
 std::string LogSafe(absl::string_view text, size_t max) { return Escape(text, max, false); }
 
 std::string LogQuoted(absl::string_view text, size_t max) { return Escape(text, max, true); }
+
+void LogOnce(const std::string& key, const std::string& message) {
+  static std::mutex mu;
+  static absl::flat_hash_set<std::string>* seen = new absl::flat_hash_set<std::string>();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!seen->insert(key).second) return;
+  }
+  spdlog::warn("{}", message);
+}
 
 }  // namespace postern

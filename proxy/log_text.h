@@ -18,4 +18,8 @@ namespace postern {
 std::string LogSafe(absl::string_view text, size_t max = 256);
 std::string LogQuoted(absl::string_view text, size_t max = 512);
 
+// Logs `message` as a warning the first time `key` is seen in the process
+// (a misconfiguration reported once, not on every login).
+void LogOnce(const std::string& key, const std::string& message);
+
 }  // namespace postern

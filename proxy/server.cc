@@ -26,6 +26,21 @@ absl::StatusOr<std::shared_ptr<const TlsContext>> LoadTlsContext(const Config& c
 
 absl::StatusOr<std::unique_ptr<SharedState>> LoadSharedState(const Config& config) {
   auto shared = std::make_unique<SharedState>(config);
+  for (const BackendConfig& b : config.backends) {
+    if (b.tls == BackendTls::kNone) continue;
+    TlsClientOptions o;
+    o.verify_peer = b.tls_verify;
+    o.ca_file = b.tls_ca_file;
+    auto ctx = TlsContext::CreateClient(o);
+    if (!ctx.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config.source, ": backends: ", b.name, ": ", ctx.status().message()));
+    }
+    if (!b.tls_verify) {
+      spdlog::warn("backend {}: TLS without certificate verification (tls_verify: false)", b.name);
+    }
+    shared->backend_tls[b.name] = *std::move(ctx);
+  }
   for (const DirectoryConfig& d : config.directories) {
     if (d.type == DirectoryConfig::Type::kAuthHttp) {
       return absl::UnimplementedError(

@@ -3,15 +3,18 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "protocol/imap_front.h"
 #include "protocol/imap_response.h"
 #include "protocol/imap_string.h"
 #include "protocol/pop3_front.h"
+#include "proxy/backend_health.h"
 #include "proxy/gateway.h"
 #include "proxy/log_text.h"
 #include "proxy/relay.h"
@@ -60,15 +63,18 @@ std::array<char, 16> NewSessionId() {
 }  // namespace
 
 Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client,
-                 const PeerAddress& peer)
+                 const PeerAddress& peer, bool trusted)
     : worker_(worker),
       listener_(listener),
       config_(worker.config_ptr()),
       client_(std::move(client)),
       started_(std::chrono::steady_clock::now()),
       peer_(peer),
-      id_(NewSessionId()) {
+      limit_key_(KeyOf(peer)),
+      id_(NewSessionId()),
+      trusted_(trusted) {
   client_->set_handler(this);
+  hops_ = config_->proxy_ttl;
 }
 
 Session::~Session() = default;
@@ -85,6 +91,8 @@ void Session::Start() {
   o.max_sasl_line = limits.max_line;
   o.error_budget = limits.error_budget;
   o.max_auth_attempts = limits.max_auth_attempts;
+  o.sasl = listener_.sasl;
+  o.trusted = trusted_;
   if (listener_.protocol == Protocol::kImap) {
     front_ = std::make_unique<ImapFront>(*this, std::move(o));
   } else {
@@ -106,6 +114,14 @@ void Session::Start() {
   login_deadline_ms_ = now + static_cast<uint64_t>(config_->timeouts.login_deadline.count());
   ArmIdle();
   client_->StartReading();
+  if (!client_->input().empty()) {
+    // Bytes that came behind a PROXY header (a ClientHello, a command):
+    // already read, so no readiness event will announce them.
+    const uint64_t gen = generation_;
+    worker_.Defer([this, gen] {
+      if (gen == generation_ && state_ == State::kFront) client_->Rescan();
+    });
+  }
 }
 
 void Session::Refuse(absl::string_view notice, const char* reason) {
@@ -210,6 +226,16 @@ void Session::Login(Credentials credentials) {
   user_ = credentials.mailbox_user();
   ++login_attempts_;
   const uint64_t gen = ++generation_;
+  if (listener_.protocol == Protocol::kImap) AdoptTrustedId();
+  if (hops_ == 0) {
+    worker_.Defer([this, gen] {
+      if (gen != generation_ || state_ != State::kLogin) return;
+      LoginReply r;
+      r.kind = LoginReply::Kind::kUnavailable;
+      LoginFailed(std::move(r), "proxy loop: x-proxy-ttl reached 0");
+    });
+    return;
+  }
   // Credentials travel inside backend command lines: CR, LF or NUL in them
   // would let a client inject commands (and no backend accepts them).
   if (credentials.authcid.empty() || HasCrLfNul(credentials.authcid) ||
@@ -224,6 +250,28 @@ void Session::Login(Credentials credentials) {
   }
   credentials_ = std::make_unique<Credentials>(std::move(credentials));
   AskDirectory();
+}
+
+void Session::AdoptTrustedId() {
+  // A proxy in front of us (trusted_networks) tells who its client is and
+  // how many hops are left (Dovecot's forwarding fields, DIGEST d.1).
+  const auto& fields = static_cast<const ImapFront*>(front_.get())->trusted_id();
+  std::string ip;
+  uint32_t port = 0;
+  for (const auto& [k, v] : fields) {
+    if (k == "x-proxy-ttl") {
+      uint32_t ttl = 0;
+      if (absl::SimpleAtoi(v, &ttl)) hops_ = std::min(hops_, ttl);
+    } else if (k == "x-originating-ip") {
+      ip = v;
+    } else if (k == "x-originating-port") {
+      absl::SimpleAtoi(v, &port);
+    }
+  }
+  if (!ip.empty()) {
+    auto a = ParseSocketAddress(ip, static_cast<uint16_t>(port <= 65535 ? port : 0));
+    if (a.ok()) peer_ = PeerAddress::From(reinterpret_cast<const sockaddr*>(&a->storage));
+  }
 }
 
 DirectoryRequest Session::MakeDirectoryRequest() const {
@@ -324,18 +372,23 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
   }
   answer_ = std::make_unique<DirectoryAnswer>(std::move(a));
   const DirectoryAnswer& ans = *answer_;
-  // Where the mailbox lives: the directory's word wins over the router
-  // (README.md, "Routing": directory, then the router's map).
-  if (!ans.backend.empty()) {
-    for (size_t i = 0; i < config_->backends.size(); ++i) {
-      if (config_->backends[i].name == ans.backend) {
-        OnRouted(config_->backends[i]);
+  // Where the mailbox lives: the directory's word wins, then the router
+  // (README.md, "Routing": directory, Redis override, ring or static map).
+  if (!ans.backend.empty() || !ans.shard.empty()) {
+    const bool shard = ans.backend.empty();
+    const std::string& name = shard ? ans.shard : ans.backend;
+    const size_t n = shard ? config_->shards.size() : config_->backends.size();
+    for (size_t i = 0; i < n; ++i) {
+      if ((shard ? config_->shards[i].name : config_->backends[i].name) == name) {
+        StartAttempts(
+            RouteResult{shard ? RouteResult::Kind::kShard : RouteResult::Kind::kBackend, i});
         return;
       }
     }
     LoginReply r;
     r.kind = LoginReply::Kind::kUnavailable;
-    LoginFailed(std::move(r), absl::StrCat(directory_name_, ": no backend named ", ans.backend));
+    LoginFailed(std::move(r), absl::StrCat(directory_name_, ": no ", shard ? "shard" : "backend",
+                                           " named ", name));
     return;
   }
   if (!ans.host.empty()) {
@@ -347,6 +400,8 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
                   absl::StrCat(directory_name_, ": bad backend address ", ans.host, ":", ans.port));
       return;
     }
+    candidates_.clear();
+    attempt_ = 0;
     OnRouted(*b);
     return;
   }
@@ -357,15 +412,67 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
   const uint64_t gen = generation_;
   worker_.router().Route(req, [this, gen](absl::StatusOr<RouteResult> r) {
     if (gen != generation_ || state_ != State::kLogin) return;
-    if (!r.ok() || r->backend >= config_->backends.size()) {
+    const size_t n = r.ok() && r->kind == RouteResult::Kind::kShard ? config_->shards.size()
+                                                                    : config_->backends.size();
+    if (!r.ok() || r->index >= n) {
       LoginReply reply;
       reply.kind = LoginReply::Kind::kUnavailable;
       LoginFailed(std::move(reply),
                   absl::StrCat("routing: ", r.ok() ? "no such backend" : r.status().message()));
       return;
     }
-    OnRouted(config_->backends[r->backend]);
+    StartAttempts(*r);
   });
+}
+
+void Session::StartAttempts(const RouteResult& target) {
+  candidates_.clear();
+  attempt_ = 0;
+  if (target.kind == RouteResult::Kind::kBackend) {
+    candidates_.push_back(target.index);
+  } else {
+    // The shard's healthy replicas, least loaded (by this instance's open
+    // sessions) first; none: its fallback shard's (health.max_attempts of
+    // them are tried in turn before the client hears anything).
+    const ShardConfig* shard = &config_->shards[target.index];
+    for (int hops = 0; shard != nullptr && candidates_.empty() && hops < 2; ++hops) {
+      std::vector<std::pair<int32_t, size_t>> up;
+      for (size_t b : shard->backends) {
+        BackendHealth::Slot* slot = worker_.health().Find(config_->backends[b].name);
+        if (slot == nullptr || worker_.health().Up(*slot)) {
+          up.emplace_back(slot != nullptr ? slot->sessions.load() : 0, b);
+        }
+      }
+      // Equal loads: a rotation per worker, so ties do not all go to the
+      // first replica.
+      const size_t rot = up.empty() ? 0 : worker_.NextRotation() % up.size();
+      std::rotate(up.begin(), up.begin() + static_cast<ptrdiff_t>(rot), up.end());
+      std::stable_sort(up.begin(), up.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (const auto& [load, b] : up) candidates_.push_back(b);
+      shard =
+          shard->fallback >= 0 ? &config_->shards[static_cast<size_t>(shard->fallback)] : nullptr;
+    }
+    if (candidates_.empty()) {
+      LoginReply r;
+      r.kind = LoginReply::Kind::kUnavailable;
+      LoginFailed(std::move(r), absl::StrCat("shard ", config_->shards[target.index].name,
+                                             ": no healthy replica and no fallback"));
+      return;
+    }
+  }
+  ConnectNext();
+}
+
+void Session::ConnectNext() {
+  const size_t limit = std::min<size_t>(candidates_.size(), config_->health.max_attempts);
+  if (attempt_ >= limit) {
+    LoginReply r;
+    r.kind = LoginReply::Kind::kUnavailable;
+    LoginFailed(std::move(r), last_failure_);
+    return;
+  }
+  OnRouted(config_->backends[candidates_[attempt_++]]);
 }
 
 const BackendConfig* Session::BackendAt(const std::string& host, uint16_t port) {
@@ -463,8 +570,21 @@ void Session::OnRouted(const BackendConfig& b) {
     LoginFailed(std::move(r), "the directory gave credentials with CR, LF or NUL");
     return;
   }
+  BackendLink link;
+  link.tls = worker_.backend_tls(b.name);
+  link.tls_session = link.tls != nullptr ? worker_.backend_tls_session(b.name) : nullptr;
+  if (!b.source_addresses.empty()) {
+    link.source = &b.source_addresses[worker_.NextRotation() % b.source_addresses.size()];
+  }
+  link.client = peer_;
+  link.local = PeerAddress::Local(client_->fd());
+  link.session_id = std::string(id());
+  link.ttl = hops_ - 1;
+  link.client_tls = client_->tls();
+  link.sni = client_->tls_server_name();
   connector_ = std::make_unique<BackendConnector>(
       worker_.poller(), worker_.pool(), b, protocol, config_->timeouts, std::move(lr),
+      std::move(link),
       [this](LoginOutcome o, ConnectionPtr conn) { OnConnected(std::move(o), std::move(conn)); });
   connector_->Start();
 }
@@ -488,6 +608,11 @@ std::string Session::BackendIdArgs() const {
     absl::StrAppend(&out, " \"x-connected-ip\" ", ImapQuote(local.IpText()),
                     " \"x-connected-port\" \"", local.port, "\"");
   }
+  absl::StrAppend(&out, " \"x-proxy-ttl\" \"", hops_ - 1, "\"");
+  const absl::string_view sni = client_->tls_server_name();
+  if (!sni.empty() && !NeedsLiteral(sni)) {
+    absl::StrAppend(&out, " \"x-connected-name\" ", ImapQuote(sni));
+  }
   absl::StrAppend(&out, " \"x-client-transport\" ", client_->tls() ? "\"TLS\"" : "\"insecure\"",
                   ")");
   return out;
@@ -510,6 +635,10 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
       backend_ = std::move(backend);
       ForgetLogin();
       LeavePrelogin();
+      if ((health_slot_ = worker_.health().Find(backend_name())) != nullptr) {
+        worker_.health().Succeeded(*health_slot_);
+        health_slot_->sessions.fetch_add(1);
+      }
       // The gateway answers the login itself, once the maildrop is open.
       if (!gateway_) front_->LoginSucceeded(reply);
       spdlog::debug("login ok: session={} client={} user={} backend={}", id(), peer_.Text(),
@@ -522,6 +651,23 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
       break;
     case LoginOutcome::Kind::kUnavailable:
       reply.kind = LoginReply::Kind::kUnavailable;
+      if (outcome.before_login) {
+        // The backend could not be reached or did not greet: it counts
+        // toward marking it down, and the next replica is tried before the
+        // client hears anything.
+        if (BackendHealth::Slot* slot = worker_.health().Find(backend_name())) {
+          worker_.health().Failed(*slot, config_->health, outcome.detail);
+        }
+        last_failure_ = absl::StrCat(backend_name(), ": ", outcome.detail);
+        if (!candidates_.empty() &&
+            attempt_ < std::min<size_t>(candidates_.size(), config_->health.max_attempts)) {
+          spdlog::info(
+              "backend failed, trying the next replica: session={} backend={} detail=\"{}\"", id(),
+              backend_name(), LogQuoted(outcome.detail));
+          ConnectNext();
+          return;
+        }
+      }
       break;
   }
   LoginFailed(std::move(reply), outcome.detail);
@@ -621,6 +767,10 @@ void Session::End(absl::string_view reason) {
   if (!refused) LogEnd(reason);
   connector_.reset();
   lookup_.reset();  // cancels a directory lookup: its answer never comes
+  if (health_slot_ != nullptr) {
+    health_slot_->sessions.fetch_sub(1);
+    health_slot_ = nullptr;
+  }
   ForgetLogin();
   if (stage_) stage_->Finish();  // the stage itself goes with the session
   LeavePrelogin();

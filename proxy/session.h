@@ -25,6 +25,7 @@
 #include "absl/strings/string_view.h"
 #include "protocol/front.h"
 #include "proxy/backend_connector.h"
+#include "proxy/backend_health.h"
 #include "proxy/config.h"
 #include "proxy/connection.h"
 #include "proxy/peer_address.h"
@@ -32,6 +33,7 @@
 #include "proxy/uv_handle.h"
 #include "routing/directory.h"
 #include "routing/directory_cache.h"
+#include "routing/router.h"
 
 namespace postern {
 
@@ -39,8 +41,11 @@ class Worker;
 
 class Session final : public ConnectionHandler, public FrontHost, public StageHost {
  public:
+  // `peer`: the client's address (from a PROXY header when the listener
+  // takes them); `trusted`: the connecting peer is in the listener's
+  // trusted_networks (a proxy in front: its IMAP ID x- fields are believed).
   Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client,
-          const PeerAddress& peer);
+          const PeerAddress& peer, bool trusted);
   ~Session() override;
 
   // Greets the client and starts reading.
@@ -55,6 +60,8 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   void CheckTimeout(uint64_t now_ms);
 
   const PeerAddress& peer() const { return peer_; }
+  // The per-IP count this session holds (the address it was admitted with).
+  const IpKey& limit_key() const { return limit_key_; }
   bool prelogin() const { return state_ == State::kFront || state_ == State::kLogin; }
   bool ended() const { return state_ == State::kEnded; }
   // 16 characters, also sent to the backend as IMAP ID x-session-id.
@@ -87,6 +94,8 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
 
   // Feeds the front while the client's replies stay under the bound.
   void ProcessInput();
+  // The client fields a trusted proxy in front sent (IMAP ID).
+  void AdoptTrustedId();
   DirectoryRequest MakeDirectoryRequest() const;
   // The login's first step: the directory (or the answer cache).
   void AskDirectory();
@@ -95,6 +104,10 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   const BackendConfig* BackendAt(const std::string& host, uint16_t port);
   // The client hears the refusal after `wait`.
   void RefuseAfter(std::chrono::milliseconds wait, LoginReply reply, std::string detail);
+  // Candidates for a routed target (a backend, or a shard's healthy
+  // replicas by load, or its fallback's), then the first attempt.
+  void StartAttempts(const RouteResult& target);
+  void ConnectNext();
   void OnRouted(const BackendConfig& backend);
   // Drops what a login attempt held (the secret wiped).
   void ForgetLogin();
@@ -129,6 +142,13 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   std::string directory_name_;
   std::string directory_detail_;
   uint32_t login_attempts_ = 0;
+  // Proxy hops this login may still take (proxy_ttl, or less when a trusted
+  // proxy in front said so in its IMAP ID x-proxy-ttl); sent on minus one.
+  uint32_t hops_ = 5;
+  std::vector<size_t> candidates_;  // backends to try for this login, in order
+  size_t attempt_ = 0;              // the next candidate
+  std::string last_failure_;
+  BackendHealth::Slot* health_slot_ = nullptr;  // counted in its sessions while relaying
   std::unique_ptr<Stage> stage_;
   std::string user_;                           // the mailbox user, once a login was tried
   const char* refuse_reason_ = "";             // kRefusing: why, for the log
@@ -140,11 +160,14 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   std::chrono::steady_clock::time_point started_;
   uint64_t generation_ = 0;  // invalidates callbacks of an abandoned login
   PeerAddress peer_;
+  IpKey limit_key_;
   std::array<char, 16> id_;
   State state_ = State::kFront;
   bool blocked_ = false;  // the front waits for the client's replies to drain
   bool counted_prelogin_ = false;
-  bool gateway_ = false;  // POP3 served over the backend's IMAP (protocol/pop3_gateway.h)
+  bool gateway_ = false;
+  bool trusted_ = false;  // a proxy in front, from trusted_networks  // POP3 served over the
+                          // backend's IMAP (protocol/pop3_gateway.h)
 };
 
 }  // namespace postern

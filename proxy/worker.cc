@@ -13,6 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "proxy/connection.h"
+#include "proxy/log_text.h"
+#include "proxy/proxy_acceptor.h"
 #include "proxy/session.h"
 #include "spdlog/spdlog.h"
 
@@ -24,11 +26,15 @@ namespace {
 constexpr std::chrono::milliseconds kDrainLimit{5000};
 // During shutdown a closing connection waits at most this long for its peer.
 constexpr uint32_t kShutdownLingerMs = 500;
+// PROXY headers being read at once per worker (each holds an fd for at most
+// ProxyAcceptor::kHeaderTimeout).
+constexpr size_t kMaxPendingHeaders = 4096;
 
 }  // namespace
 
 SharedState::SharedState(const Config& config)
     : limiter(config.limits.max_connections_per_ip),
+      health(config),
       cache(DirectoryCacheOptions{config.auth_cache.ttl, config.auth_cache.negative_ttl,
                                   config.auth_cache.max_entries}) {}
 
@@ -44,7 +50,12 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   poller_ = std::make_unique<Poller>(&loop_);
   reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   Poster post = [this](std::function<void()> fn) { Defer(std::move(fn)); };
-  router_ = std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend, post);
+  if (config_->ring != nullptr) {
+    router_ = std::make_unique<RingRouter>(config_->ring, config_->ring_domain_only, post);
+  } else {
+    router_ =
+        std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend, post);
+  }
   directories_["passthrough"] = std::make_unique<PassthroughDirectory>(post);
   for (const DirectoryConfig& d : config_->directories) {
     switch (d.type) {
@@ -73,6 +84,11 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   sweep_timer_.Start(std::chrono::seconds(1), [this] { Sweep(); });
 }
 
+const TlsContext* Worker::backend_tls(const std::string& name) const {
+  auto it = shared_.backend_tls.find(name);
+  return it == shared_.backend_tls.end() ? nullptr : it->second.get();
+}
+
 Directory& Worker::directory(const ListenerConfig& listener) {
   const std::string& name = !listener.directory.empty()   ? listener.directory
                             : !config_->directory.empty() ? config_->directory
@@ -84,6 +100,9 @@ Directory& Worker::directory(const ListenerConfig& listener) {
 void Worker::Sweep() {
   uint64_t now = uv_now(&loop_);
   for (Session* s : SessionList()) s->CheckTimeout(now);
+  bool expired = false;
+  for (auto& a : acceptors_) expired = a->Expired(now) || expired;
+  if (expired) ReapAcceptors();
   // Give back half of the cached slabs above a small floor each second.
   pool_.Trim(std::max<size_t>(8, pool_.free_count() / 2));
   bulk_pool_.Trim(bulk_pool_.free_count() / 2);
@@ -96,6 +115,7 @@ Worker::~Worker() {
   // callbacks run, then the loop can be closed and the pool freed.
   sessions_.clear();
   graveyard_.clear();
+  acceptors_.clear();
   listeners_.clear();
   idle_.Reset();
   async_.Reset();
@@ -191,6 +211,7 @@ void Worker::BeginShutdown(std::chrono::milliseconds grace) {
   if (!shutting_down_) {
     shutting_down_ = true;
     listeners_.clear();  // stop accepting
+    acceptors_.clear();
     // Connections already closing do not hold the exit up for long either
     // (Session::End gives those closed from now on the same short linger).
     Connection::ShortenLingers(kShutdownLingerMs);
@@ -253,8 +274,53 @@ void Worker::Accept(Listener& l) {
       }
       return;
     }
-    Admit(l, fd, reinterpret_cast<sockaddr*>(&peer));
+    const PeerAddress socket_peer = PeerAddress::From(reinterpret_cast<sockaddr*>(&peer));
+    ConnectionPtr conn = Connection::Create(*poller_, pool_, nullptr);
+    conn->Adopt(fd);  // TCP options: inherited from the listener (Listen)
+    const ListenerConfig& lc = *l.config;
+    if (!lc.proxy_protocol) {
+      Admit(lc, std::move(conn), socket_peer, socket_peer);
+      continue;
+    }
+    // Behind a load balancer: the PROXY header first, and only from a
+    // trusted peer (never guessed, never from anyone: DIGEST d.5).
+    if (!Trusted(lc, socket_peer) || acceptors_.size() >= kMaxPendingHeaders) {
+      NoteRefusal(Trusted(lc, socket_peer) ? "too many PROXY headers pending"
+                                           : "a PROXY listener's peer is not trusted");
+      conn->Close(/*abort=*/true);
+      conn.release();
+      continue;
+    }
+    auto a = std::make_unique<ProxyAcceptor>(
+        std::move(conn), socket_peer,
+        uv_now(&loop_) + static_cast<uint64_t>(ProxyAcceptor::kHeaderTimeout.count()),
+        [this, &lc, socket_peer](ConnectionPtr c, const PeerAddress& client, const ProxyHeader*,
+                                 absl::string_view error) {
+          if (c == nullptr) {
+            spdlog::info("PROXY header refused: listener={} peer={} detail=\"{}\"", lc.name,
+                         socket_peer.Text(), LogQuoted(error));
+          } else if (!shutting_down_) {
+            Admit(lc, std::move(c), client, socket_peer);
+          }
+          Defer([this] { ReapAcceptors(); });
+        });
+    ProxyAcceptor* raw = a.get();
+    acceptors_.push_back(std::move(a));
+    raw->Start();
   }
+}
+
+bool Worker::Trusted(const ListenerConfig& lc, const PeerAddress& peer) {
+  for (const Cidr& c : lc.trusted_networks) {
+    if (c.Contains(peer.ip)) return true;
+  }
+  return false;
+}
+
+void Worker::ReapAcceptors() {
+  acceptors_.erase(std::remove_if(acceptors_.begin(), acceptors_.end(),
+                                  [](const auto& a) { return a->finished(); }),
+                   acceptors_.end());
 }
 
 // Over-cap connections still get their one line; over TLS that costs a
@@ -262,10 +328,10 @@ void Worker::Accept(Listener& l) {
 // a connection is closed without a word).
 constexpr size_t kMaxRefusing = 64;
 
-void Worker::Admit(Listener& l, int fd, const sockaddr* peer_sa) {
-  const PeerAddress peer = PeerAddress::From(peer_sa);
+void Worker::Admit(const ListenerConfig& lc, ConnectionPtr conn, const PeerAddress& peer,
+                   const PeerAddress& socket_peer) {
   const LimitsConfig& limits = config_->limits;
-  const bool imap = l.config->protocol == Protocol::kImap;
+  const bool imap = lc.protocol == Protocol::kImap;
   const char* refusal = nullptr;
   Notice notice = Notice::kBusy;
   if (!limiter_.Acquire(KeyOf(peer))) {
@@ -278,13 +344,12 @@ void Worker::Admit(Listener& l, int fd, const sockaddr* peer_sa) {
   if (refusal != nullptr) {
     NoteRefusal(refusal);
     if (refusing_ >= kMaxRefusing) {
-      close(fd);
+      conn->Close(/*abort=*/true);
+      conn.release();
       return;
     }
   }
-  ConnectionPtr conn = Connection::Create(*poller_, pool_, nullptr);
-  conn->Adopt(fd);  // TCP options: inherited from the listener (Listen)
-  auto s = std::make_unique<Session>(*this, *l.config, std::move(conn), peer);
+  auto s = std::make_unique<Session>(*this, lc, std::move(conn), peer, Trusted(lc, socket_peer));
   Session* raw = s.get();
   sessions_.emplace(raw, std::move(s));
   if (refusal != nullptr) {
@@ -363,7 +428,7 @@ void Worker::Remove(Session* s, bool refused) {
   if (refused) {
     --refusing_;
   } else {
-    limiter_.Release(KeyOf(s->peer()));
+    limiter_.Release(s->limit_key());
   }
   graveyard_.push_back(std::move(it->second));
   sessions_.erase(it);

@@ -15,9 +15,12 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "protocol/buffer.h"
+#include "proxy/backend_health.h"
 #include "proxy/config.h"
+#include "proxy/connection.h"
 #include "proxy/connection_limiter.h"
 #include "proxy/pipe_pool.h"
 #include "proxy/poller.h"
@@ -27,18 +30,23 @@
 #include "routing/passwd_file_directory.h"
 #include "routing/router.h"
 #include "tls/tls_context.h"
+#include "tls/tls_engine.h"
 
 namespace postern {
 
 class Session;
+class ProxyAcceptor;
 
 // What the workers of one server share; every part is thread-safe.
 struct SharedState {
   explicit SharedState(const Config& config);
   ConnectionLimiter limiter;  // connections per client IP
+  BackendHealth health;       // backends up or down, sessions per backend
   DirectoryCache cache;       // directory answers
   // passwd-file snapshots by directory name, reloaded by the server.
   absl::flat_hash_map<std::string, std::shared_ptr<PasswdFileSource>> passwd_files;
+  // Client TLS contexts toward backends with tls, by backend name.
+  absl::flat_hash_map<std::string, std::shared_ptr<const TlsContext>> backend_tls;
 };
 
 class Worker {
@@ -78,6 +86,13 @@ class Worker {
   // The directory that checks logins on `listener` (passthrough by default).
   Directory& directory(const ListenerConfig& listener);
   DirectoryCache& directory_cache() { return shared_.cache; }
+  BackendHealth& health() { return shared_.health; }
+  // Toward backend `name`: its TLS context (null without TLS), and the slot
+  // of the last TLS session, offered for resumption by the next login.
+  const TlsContext* backend_tls(const std::string& name) const;
+  TlsSession* backend_tls_session(const std::string& name) { return &tls_sessions_[name]; }
+  // A counter for spreading ties between equally loaded replicas.
+  uint32_t NextRotation() { return rotation_++; }
   bool shutting_down() const { return shutting_down_; }
   // Runs `fn` on a later loop iteration (never from inside the caller).
   void Defer(std::function<void()> fn);
@@ -104,7 +119,12 @@ class Worker {
 
   void Accept(Listener& l);
   // A new connection, within the caps or refused with a one-line notice.
-  void Admit(Listener& l, int fd, const sockaddr* peer);
+  // `peer`: the client (from a PROXY header, or the socket's peer);
+  // `socket_peer`: who connected (trusted_networks are checked against it).
+  void Admit(const ListenerConfig& lc, ConnectionPtr conn, const PeerAddress& peer,
+             const PeerAddress& socket_peer);
+  static bool Trusted(const ListenerConfig& lc, const PeerAddress& peer);
+  void ReapAcceptors();
   // Counts a refusal and logs at most one line a second about them.
   void NoteRefusal(const char* what);
   // Out of file descriptors: accepts and drops one waiting connection with
@@ -132,6 +152,8 @@ class Worker {
   ConnectionLimiter& limiter_;
   absl::flat_hash_map<std::string, std::unique_ptr<Directory>> directories_;
   size_t prelogin_ = 0;
+  uint32_t rotation_ = 0;
+  absl::node_hash_map<std::string, TlsSession> tls_sessions_;  // stable addresses
   size_t refusing_ = 0;   // sessions sending an over-cap notice
   uint64_t refused_ = 0;  // refusals since the last log line
   uint64_t last_refusal_log_ms_ = 0;
@@ -140,6 +162,7 @@ class Worker {
   PipePool pipes_;
   std::unique_ptr<Router> router_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<ProxyAcceptor>> acceptors_;  // PROXY headers being read
   absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;
   // Ended sessions, destroyed two deferred passes later: every callback
   // queued before a session ended has run by then.

@@ -14,7 +14,19 @@ size_t StaticRouter::Lookup(const std::string& user) const {
 }
 
 void StaticRouter::Route(const RouteRequest& request, RouteCallback done) {
-  RouteResult r{Lookup(request.user)};
+  RouteResult r{RouteResult::Kind::kBackend, Lookup(request.user)};
+  post_([done = std::move(done), r]() { done(r); });
+}
+
+RingRouter::RingRouter(std::shared_ptr<const ShardRing> ring, bool domain_only, Poster post)
+    : ring_(std::move(ring)), domain_only_(domain_only), post_(std::move(post)) {}
+
+size_t RingRouter::Lookup(const std::string& user) const {
+  return ring_->Lookup(NormalizeUser(user, domain_only_));
+}
+
+void RingRouter::Route(const RouteRequest& request, RouteCallback done) {
+  RouteResult r{RouteResult::Kind::kShard, Lookup(request.user)};
   post_([done = std::move(done), r]() { done(r); });
 }
 

@@ -11,6 +11,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "routing/shard_ring.h"
 
 namespace postern {
 
@@ -21,7 +22,11 @@ struct RouteRequest {
 };
 
 struct RouteResult {
-  size_t backend = 0;  // index into the configuration's backend list
+  enum class Kind { kBackend, kShard };
+  Kind kind = Kind::kBackend;
+  // An index into the configuration's backends or shards (of the config
+  // snapshot the router was built from: the session that asks holds it).
+  size_t index = 0;
 };
 
 using RouteCallback = std::function<void(absl::StatusOr<RouteResult>)>;
@@ -37,6 +42,21 @@ class Router {
   // session ignores an answer to a login it abandoned. A router answering
   // from its own I/O callbacks must let the caller cancel instead.
   virtual void Route(const RouteRequest& request, RouteCallback done) = 0;
+};
+
+// The consistent-hash ring over the configured shards (routing/shard_ring.h),
+// keyed on the normalized user name. Immutable: shared by the workers of one
+// config snapshot.
+class RingRouter : public Router {
+ public:
+  RingRouter(std::shared_ptr<const ShardRing> ring, bool domain_only, Poster post);
+  void Route(const RouteRequest& request, RouteCallback done) override;
+  size_t Lookup(const std::string& user) const;
+
+ private:
+  std::shared_ptr<const ShardRing> ring_;
+  bool domain_only_;
+  Poster post_;
 };
 
 // A fixed user -> backend map with a default backend (the config's

@@ -1,0 +1,57 @@
+#pragma once
+
+// Which backends are up, and how loaded, as seen by this instance; shared by
+// all workers (atomics, no locks on the login path).
+//
+// Passive: `health.failures` consecutive connect or greeting failures mark a
+// backend down for `health.cooldown`; a success clears the count. Active: a
+// periodic connect-and-greeting check per backend (HealthChecker, run by the
+// server) marks it down or up the same way. Load: the sessions this instance
+// has open on each backend, so a shard's replicas share its load.
+//
+// Slots are looked up by backend name, so a config reload keeps the state of
+// the backends it keeps.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "proxy/config.h"
+
+namespace postern {
+
+class BackendHealth {
+ public:
+  struct Slot {
+    std::string name;
+    std::atomic<uint32_t> failures{0};
+    std::atomic<uint64_t> down_until_ms{0};  // monotonic ms; 0: up
+    std::atomic<int32_t> sessions{0};
+    // Backend-side disconnects in the current second (a backend that dies
+    // with its sessions: their clients are disconnected over
+    // health.disconnect_spread).
+    std::atomic<uint64_t> drop_second{0};
+    std::atomic<uint32_t> drops{0};
+  };
+
+  explicit BackendHealth(const Config& config);
+
+  // Null for a backend not in the config (a directory's host:port).
+  Slot* Find(const std::string& name) const;
+
+  static uint64_t NowMs();
+  bool Up(const Slot& s) const { return s.down_until_ms.load() <= NowMs(); }
+  // A connect or greeting failure (passive), or a failed active check.
+  void Failed(Slot& s, const HealthConfig& h, absl::string_view why);
+  void Succeeded(Slot& s);
+  // A session lost its backend unexpectedly; returns how many did within
+  // the current second on this backend.
+  uint32_t Dropped(Slot& s);
+
+ private:
+  absl::flat_hash_map<std::string, std::unique_ptr<Slot>> slots_;
+};
+
+}  // namespace postern
