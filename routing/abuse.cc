@@ -361,6 +361,11 @@ AbuseTable::AbuseTable(AbusePolicy policy, Clock clock)
 
 AbuseTable::~AbuseTable() = default;
 
+absl::StatusOr<std::shared_ptr<AbuseTable>> AbuseTable::Create(AbusePolicy policy, Clock clock) {
+  if (absl::Status s = policy.Validate(); !s.ok()) return s;
+  return std::make_shared<AbuseTable>(std::move(policy), std::move(clock));
+}
+
 int64_t AbuseTable::Now() const { return clock_(); }
 
 AbuseDecision AbuseTable::Decide(uint32_t ip, bool ip_blocked, uint32_t user, bool user_blocked,

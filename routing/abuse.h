@@ -33,6 +33,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "routing/redis_client.h"
 #include "routing/router.h"
@@ -115,6 +116,9 @@ class AbuseTable {
  public:
   // Milliseconds on a monotonic clock (tests inject their own).
   using Clock = std::function<int64_t()>;
+  // INVALID_ARGUMENT when the policy is not valid.
+  static absl::StatusOr<std::shared_ptr<AbuseTable>> Create(AbusePolicy policy,
+                                                            Clock clock = nullptr);
   // The policy must be valid (Validate()).
   explicit AbuseTable(AbusePolicy policy, Clock clock = nullptr);
   ~AbuseTable();

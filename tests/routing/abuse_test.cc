@@ -54,6 +54,8 @@ TEST(AbusePolicyTest, Validate) {
   bad = p;
   bad.ipv6_prefix = 129;
   EXPECT_FALSE(bad.Validate().ok());
+  EXPECT_FALSE(AbuseTable::Create(bad).ok());
+  EXPECT_TRUE(AbuseTable::Create(p).ok());
 }
 
 TEST(AbusePolicyTest, DelaysDoubleUpToTheCap) {
