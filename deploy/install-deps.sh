@@ -18,6 +18,8 @@ packages=(
   libcrypt-dev libargon2-dev libhttp-parser-dev
   # test backend, real clients and tools used by the tests and the demo
   dovecot-core dovecot-imapd dovecot-pop3d curl fetchmail mpop python3
+  # routing_test starts its own redis-server (own config, dir and loopback port)
+  redis-server
   openssl procps iproute2 ca-certificates
   # side-by-side benchmarks (bench/compare starts its own nginx and haproxy)
   nginx-light libnginx-mod-mail haproxy
@@ -36,13 +38,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # bench/compare runs haproxy itself (foreground, its own config, loopback
   # ports); the package's system service is not needed, so a haproxy we just
   # installed is not left running. One installed before is left alone.
-  if [[ " ${missing[*]} " == *" haproxy "* ]]; then
-    if [ -d /run/systemd/system ]; then
-      $SUDO systemctl disable --now haproxy.service >/dev/null 2>&1 || true
-    else
-      $SUDO invoke-rc.d haproxy stop >/dev/null 2>&1 || true
+  # The same for redis-server: routing_test runs its own on a free port.
+  for svc in haproxy redis-server; do
+    if [[ " ${missing[*]} " == *" $svc "* ]]; then
+      if [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+      else
+        $SUDO invoke-rc.d "$svc" stop >/dev/null 2>&1 || true
+      fi
     fi
-  fi
+  done
 fi
 
 bash "$here/deploy/fetch-boringssl.sh"
