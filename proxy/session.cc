@@ -342,12 +342,16 @@ void Session::AskDirectory() {
   });
 }
 
+template <typename T>
+void Session::DropLater(std::unique_ptr<T> p) {
+  if (p == nullptr) return;
+  T* raw = p.release();
+  worker_.Defer([raw] { delete raw; });
+}
+
 void Session::OnDirectoryAnswer(DirectoryAnswer a) {
   // We may be inside the lookup's own callback: its handle goes later.
-  if (lookup_) {
-    Directory::Lookup* raw = lookup_.release();
-    worker_.Defer([raw] { delete raw; });
-  }
+  DropLater(std::move(lookup_));
   if (cache_key_.has_value() && a.cacheable) {
     worker_.directory_cache().Store(*cache_key_, user_, a, uv_now(worker_.loop()));
   }
@@ -410,8 +414,9 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
   req.client_ip = peer_.IpText();
   req.pop3 = listener_.protocol == Protocol::kPop3;
   const uint64_t gen = generation_;
-  worker_.router().Route(req, [this, gen](absl::StatusOr<RouteResult> r) {
+  route_pending_ = worker_.router().Route(req, [this, gen](absl::StatusOr<RouteResult> r) {
     if (gen != generation_ || state_ != State::kLogin) return;
+    DropLater(std::move(route_pending_));
     const size_t n = r.ok() && r->kind == RouteResult::Kind::kShard ? config_->shards.size()
                                                                     : config_->backends.size();
     if (!r.ok() || r->index >= n) {
@@ -767,6 +772,7 @@ void Session::End(absl::string_view reason) {
   if (!refused) LogEnd(reason);
   connector_.reset();
   lookup_.reset();  // cancels a directory lookup: its answer never comes
+  route_pending_.reset();
   if (health_slot_ != nullptr) {
     health_slot_->sessions.fetch_sub(1);
     health_slot_ = nullptr;

@@ -109,6 +109,9 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   void StartAttempts(const RouteResult& target);
   void ConnectNext();
   void OnRouted(const BackendConfig& backend);
+  // Destroys a handle on a later turn (we may be inside its own callback).
+  template <typename T>
+  void DropLater(std::unique_ptr<T> p);
   // Drops what a login attempt held (the secret wiped).
   void ForgetLogin();
   void OnConnected(LoginOutcome outcome, ConnectionPtr backend);
@@ -135,6 +138,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   // The login in progress (only while one runs).
   std::unique_ptr<Credentials> credentials_;
   std::unique_ptr<Directory::Lookup> lookup_;
+  std::unique_ptr<Pending> route_pending_;
   std::unique_ptr<DirectoryAnswer> answer_;
   std::optional<DirectoryCache::Key> cache_key_;
   std::unique_ptr<Timer> wait_timer_;

@@ -13,9 +13,20 @@ size_t StaticRouter::Lookup(const std::string& user) const {
   return it == users_.end() ? default_backend_ : it->second;
 }
 
-void StaticRouter::Route(const RouteRequest& request, RouteCallback done) {
-  RouteResult r{RouteResult::Kind::kBackend, Lookup(request.user)};
-  post_([done = std::move(done), r]() { done(r); });
+namespace {
+
+std::unique_ptr<Pending> Post(const Poster& post, RouteCallback done, RouteResult r) {
+  auto handle = std::make_unique<CancelFlag>();
+  post([flag = handle->flag(), done = std::move(done), r]() {
+    if (!*flag) done(r);
+  });
+  return handle;
+}
+
+}  // namespace
+
+std::unique_ptr<Pending> StaticRouter::Route(const RouteRequest& request, RouteCallback done) {
+  return Post(post_, std::move(done), RouteResult{RouteResult::Kind::kBackend, Lookup(request.user)});
 }
 
 RingRouter::RingRouter(std::shared_ptr<const ShardRing> ring, bool domain_only, Poster post)
@@ -25,9 +36,8 @@ size_t RingRouter::Lookup(const std::string& user) const {
   return ring_->Lookup(NormalizeUser(user, domain_only_));
 }
 
-void RingRouter::Route(const RouteRequest& request, RouteCallback done) {
-  RouteResult r{RouteResult::Kind::kShard, Lookup(request.user)};
-  post_([done = std::move(done), r]() { done(r); });
+std::unique_ptr<Pending> RingRouter::Route(const RouteRequest& request, RouteCallback done) {
+  return Post(post_, std::move(done), RouteResult{RouteResult::Kind::kShard, Lookup(request.user)});
 }
 
 }  // namespace postern

@@ -33,15 +33,31 @@ using RouteCallback = std::function<void(absl::StatusOr<RouteResult>)>;
 // Runs a function later on the caller's event loop (the worker's Defer).
 using Poster = std::function<void(std::function<void()>)>;
 
+// A question in flight that its asker may abandon: destroying the handle
+// guarantees the answer is never delivered (loop thread only).
+class Pending {
+ public:
+  virtual ~Pending() = default;
+};
+
+// The usual Pending: the answering side checks `*cancelled` before it calls.
+class CancelFlag final : public Pending {
+ public:
+  CancelFlag() : cancelled_(std::make_shared<bool>(false)) {}
+  ~CancelFlag() override { *cancelled_ = true; }
+  std::shared_ptr<bool> flag() const { return cancelled_; }
+
+ private:
+  std::shared_ptr<bool> cancelled_;
+};
+
 class Router {
  public:
   virtual ~Router() = default;
-  // Answers through `done`, always after Route() has returned. The caller
-  // may have ended by then: answers go through the worker's deferred queue,
-  // which frees ended sessions only after running what was queued, and the
-  // session ignores an answer to a login it abandoned. A router answering
-  // from its own I/O callbacks must let the caller cancel instead.
-  virtual void Route(const RouteRequest& request, RouteCallback done) = 0;
+  // Answers through `done`, always after Route() has returned, on the
+  // caller's loop, and never after the returned handle was destroyed (the
+  // session drops it when it ends: no answer can reach it then).
+  virtual std::unique_ptr<Pending> Route(const RouteRequest& request, RouteCallback done) = 0;
 };
 
 // The consistent-hash ring over the configured shards (routing/shard_ring.h),
@@ -50,7 +66,7 @@ class Router {
 class RingRouter : public Router {
  public:
   RingRouter(std::shared_ptr<const ShardRing> ring, bool domain_only, Poster post);
-  void Route(const RouteRequest& request, RouteCallback done) override;
+  std::unique_ptr<Pending> Route(const RouteRequest& request, RouteCallback done) override;
   size_t Lookup(const std::string& user) const;
 
  private:
@@ -65,7 +81,7 @@ class RingRouter : public Router {
 class StaticRouter : public Router {
  public:
   StaticRouter(absl::flat_hash_map<std::string, size_t> users, size_t default_backend, Poster post);
-  void Route(const RouteRequest& request, RouteCallback done) override;
+  std::unique_ptr<Pending> Route(const RouteRequest& request, RouteCallback done) override;
   // The synchronous answer, for tests and for routers built on this one.
   size_t Lookup(const std::string& user) const;
 
