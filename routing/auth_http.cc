@@ -188,7 +188,7 @@ struct AuthHttpResponseParser::Callbacks {
   static int OnHeaderField(http_parser* p, const char* at, size_t n) {
     AuthHttpResponseParser* s = Self(p);
     if (s->in_value_) s->FinishHeader();
-    if (s->field_.empty() && !Count(s, 4)) return 1;
+    if (!s->have_field_ && !Count(s, 4)) return 1;
     if (!Count(s, n)) return 1;
     // Longer names are none of ours: keep one byte past the longest.
     for (size_t i = 0; i < n && s->field_.size() <= kMaxWantedName; ++i) {
