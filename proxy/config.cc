@@ -335,6 +335,7 @@ class Parser {
   absl::Status ParseShards(const Field& f, Config& config) const;
   absl::Status ParseHealth(const Field& f, HealthConfig& health) const;
   absl::Status ParseRedis(const Field& f, RedisConfig& redis) const;
+  absl::Status ParseAbuse(const Field& f, AbusePolicy& abuse) const;
 
   std::string source_;
   std::string base_dir_;  // relative paths resolve against it
@@ -558,7 +559,8 @@ absl::StatusOr<ListenerConfig> Parser::ParseListener(const YAML::Node& node,
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
       Mapping m, ReadMapping(node, path, fallback_line,
                              {"name", "protocol", "address", "tls", "allow_plaintext_auth",
-                              "backlog", "directory", "sasl_mechanisms"}));
+                              "backlog", "directory", "sasl_mechanisms", "proxy_protocol",
+                              "trusted_networks"}));
   ListenerConfig l;
   const Field* protocol = m.Find("protocol");
   if (protocol == nullptr) return Missing(m, "protocol");
@@ -1200,6 +1202,55 @@ absl::Status Parser::ParseRedis(const Field& f, RedisConfig& r) const {
   return absl::OkStatus();
 }
 
+absl::Status Parser::ParseAbuse(const Field& f, AbusePolicy& a) const {
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(
+      Mapping m,
+      ReadMapping(f, {"enabled", "first_delay", "factor", "max_delay", "block_after_ip",
+                      "block_after_user", "window", "block_for", "max_entries", "ipv6_prefix"}));
+  if (const Field* x = m.Find("enabled")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(a.enabled, Bool(*x));
+  }
+  const std::pair<absl::string_view, std::chrono::milliseconds*> durations[] = {
+      {"first_delay", &a.first_delay},
+      {"max_delay", &a.max_delay},
+      {"window", &a.window},
+      {"block_for", &a.block_for},
+  };
+  for (const auto& [key, slot] : durations) {
+    if (const Field* x = m.Find(key)) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(*slot, Duration(*x));
+    }
+  }
+  if (const Field* x = m.Find("factor")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string text, Scalar(*x, "a number from 1 to 10"));
+    double v = 0;
+    if (!absl::SimpleAtod(text, &v) || !(v >= 1.0 && v <= 10.0)) {
+      return FieldError(*x, absl::StrCat("expected a number from 1 to 10, got ", Quote(text)));
+    }
+    a.factor = v;
+  }
+  constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
+  if (const Field* x = m.Find("block_after_ip")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, kMaxU32));
+    a.block_after_ip = static_cast<uint32_t>(v);
+  }
+  if (const Field* x = m.Find("block_after_user")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, kMaxU32));
+    a.block_after_user = static_cast<uint32_t>(v);
+  }
+  if (const Field* x = m.Find("max_entries")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 32, 100'000'000));
+    a.max_entries = static_cast<size_t>(v);
+  }
+  if (const Field* x = m.Find("ipv6_prefix")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 8, 128));
+    a.ipv6_prefix = static_cast<int>(v);
+  }
+  absl::Status st = a.Validate();
+  if (!st.ok()) return FieldError(f, st.message());
+  return absl::OkStatus();
+}
+
 absl::Status Parser::ParseAuthCache(const Field& f, AuthCacheConfig& cache) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m,
                                   ReadMapping(f, {"ttl", "negative_ttl", "max_entries"}));
@@ -1223,7 +1274,8 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
       Mapping m,
       ReadMapping(root, "", 1,
                   {"workers", "hostname", "listeners", "tls", "backends", "routing", "limits",
-                   "timeouts", "gateway", "directories", "directory", "auth_cache", "log"}));
+                   "timeouts", "gateway", "directories", "directory", "auth_cache", "shards",
+                   "health", "redis", "proxy_ttl", "abuse", "log"}));
   auto config = std::make_shared<Config>();
   config->source = source_;
   if (const Field* f = m.Find("workers")) {
@@ -1292,6 +1344,10 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
   if (const Field* f = m.Find("redis")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseRedis(*f, config->redis));
   }
+  if (const Field* f = m.Find("abuse")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseAbuse(*f, config->abuse));
+  }
+  config->abuse.redis_prefix = absl::StrCat(config->redis.prefix, "abuse:");
   if (const Field* f = m.Find("proxy_ttl")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*f, 1, 64));
     config->proxy_ttl = static_cast<uint32_t>(v);

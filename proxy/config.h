@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "protocol/front.h"
 #include "protocol/pop3_gateway.h"
+#include "routing/abuse.h"
 #include "routing/shard_ring.h"
 
 namespace postern {
@@ -246,6 +247,9 @@ struct Config {
   HealthConfig health;
   RedisConfig redis;
   uint32_t proxy_ttl = 5;  // proxy_ttl: hops a login may take through proxies
+  // abuse: failed logins per client IP and per user (routing/abuse.h):
+  // progressive delays, then temporary blocks; fleet-wide through Redis.
+  AbusePolicy abuse;
   std::vector<DirectoryConfig> directories;
   std::string directory;  // the default directory's name; "": passthrough
   AuthCacheConfig auth_cache;

@@ -42,10 +42,6 @@ absl::StatusOr<std::unique_ptr<SharedState>> LoadSharedState(const Config& confi
     shared->backend_tls[b.name] = *std::move(ctx);
   }
   for (const DirectoryConfig& d : config.directories) {
-    if (d.type == DirectoryConfig::Type::kAuthHttp) {
-      return absl::UnimplementedError(
-          absl::StrCat(config.source, ": directories: ", d.name, ": auth-http is not built yet"));
-    }
     if (d.type != DirectoryConfig::Type::kPasswdFile) continue;
     PasswdFileOptions o;
     o.case_insensitive = d.case_insensitive;

@@ -249,7 +249,30 @@ void Session::Login(Credentials credentials) {
     return;
   }
   credentials_ = std::make_unique<Credentials>(std::move(credentials));
-  AskDirectory();
+  AbuseGuard* guard = worker_.abuse();
+  if (guard == nullptr) {
+    AskDirectory();
+    return;
+  }
+  // Brute force is refused here, before any directory or backend sees it.
+  abuse_pending_ =
+      guard->Check(peer_.IpText(), credentials_->authcid, [this, gen](AbuseDecision d) {
+        if (gen != generation_ || state_ != State::kLogin) return;
+        DropLater(std::move(abuse_pending_));
+        if (!d.blocked) {
+          AskDirectory();
+          return;
+        }
+        LoginReply r;
+        r.kind = LoginReply::Kind::kAuthFailed;
+        RefuseAfter(d.delay, std::move(r), absl::StrCat("blocked: ", d.reason));
+      });
+}
+
+std::chrono::milliseconds Session::CountFailure() {
+  AbuseGuard* guard = worker_.abuse();
+  if (guard == nullptr || credentials_ == nullptr) return std::chrono::milliseconds(0);
+  return guard->Failed(peer_.IpText(), credentials_->authcid).delay;
 }
 
 void Session::AdoptTrustedId() {
@@ -368,7 +391,8 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
       r.kind = LoginReply::Kind::kAuthFailed;
       r.code = SanitizeResponseCode(a.code);
       r.text = SanitizeReplyText(a.text);
-      RefuseAfter(a.wait, std::move(r), absl::StrCat(directory_name_, ": ", a.detail));
+      RefuseAfter(std::max(a.wait, CountFailure()), std::move(r),
+                  absl::StrCat(directory_name_, ": ", a.detail));
       return;
     }
     case DirectoryAnswer::Verdict::kAccept:
@@ -638,6 +662,9 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
       reply.kind = LoginReply::Kind::kOk;
       reply.capabilities = SanitizeCapabilities(outcome.capabilities);
       backend_ = std::move(backend);
+      if (AbuseGuard* guard = worker_.abuse(); guard != nullptr && credentials_ != nullptr) {
+        guard->Succeeded(peer_.IpText(), credentials_->authcid);
+      }
       ForgetLogin();
       LeavePrelogin();
       if ((health_slot_ = worker_.health().Find(backend_name())) != nullptr) {
@@ -653,6 +680,11 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
     case LoginOutcome::Kind::kAuthFailed:
       reply.kind = LoginReply::Kind::kAuthFailed;
       if (gateway_) MapImapRefusalToPop3(reply);
+      if (reply.kind == LoginReply::Kind::kAuthFailed) {
+        // The backend refused the credentials: a failure like any other.
+        RefuseAfter(CountFailure(), std::move(reply), outcome.detail);
+        return;
+      }
       break;
     case LoginOutcome::Kind::kUnavailable:
       reply.kind = LoginReply::Kind::kUnavailable;
@@ -773,6 +805,7 @@ void Session::End(absl::string_view reason) {
   connector_.reset();
   lookup_.reset();  // cancels a directory lookup: its answer never comes
   route_pending_.reset();
+  abuse_pending_.reset();
   if (health_slot_ != nullptr) {
     health_slot_->sessions.fetch_sub(1);
     health_slot_ = nullptr;

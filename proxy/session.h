@@ -31,6 +31,7 @@
 #include "proxy/peer_address.h"
 #include "proxy/stage.h"
 #include "proxy/uv_handle.h"
+#include "routing/abuse.h"
 #include "routing/directory.h"
 #include "routing/directory_cache.h"
 #include "routing/router.h"
@@ -94,6 +95,8 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
 
   // Feeds the front while the client's replies stay under the bound.
   void ProcessInput();
+  // Counts a failed login (abuse limits): how long its answer waits.
+  std::chrono::milliseconds CountFailure();
   // The client fields a trusted proxy in front sent (IMAP ID).
   void AdoptTrustedId();
   DirectoryRequest MakeDirectoryRequest() const;
@@ -139,6 +142,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   std::unique_ptr<Credentials> credentials_;
   std::unique_ptr<Directory::Lookup> lookup_;
   std::unique_ptr<Pending> route_pending_;
+  std::unique_ptr<AbuseGuard::Pending> abuse_pending_;
   std::unique_ptr<DirectoryAnswer> answer_;
   std::optional<DirectoryCache::Key> cache_key_;
   std::unique_ptr<Timer> wait_timer_;

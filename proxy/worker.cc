@@ -12,10 +12,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "proxy/connection.h"
 #include "proxy/log_text.h"
 #include "proxy/proxy_acceptor.h"
 #include "proxy/session.h"
+#include "routing/auth_http_directory.h"
+#include "routing/redis_router.h"
 #include "spdlog/spdlog.h"
 
 namespace postern {
@@ -35,6 +38,7 @@ constexpr size_t kMaxPendingHeaders = 4096;
 SharedState::SharedState(const Config& config)
     : limiter(config.limits.max_connections_per_ip),
       health(config),
+      abuse(*AbuseTable::Create(config.abuse)),
       cache(DirectoryCacheOptions{config.auth_cache.ttl, config.auth_cache.negative_ttl,
                                   config.auth_cache.max_entries}) {}
 
@@ -50,11 +54,51 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   poller_ = std::make_unique<Poller>(&loop_);
   reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   Poster post = [this](std::function<void()> fn) { Defer(std::move(fn)); };
+  RedisOptions redis_options;
+  if (config_->redis.enabled) {
+    redis_options.address = config_->redis.address.text;
+    redis_options.command_timeout = config_->redis.timeout;
+    auto r = RedisClient::Create(&loop_, redis_options);
+    if (r.ok()) {
+      redis_ = *std::move(r);
+    } else {
+      spdlog::error("redis: {}", std::string(r.status().message()));
+    }
+  }
+  if (config_->abuse.enabled) {
+    abuse_ = std::make_unique<AbuseGuard>(shared_.abuse, redis_.get(), post);
+  }
+  std::unique_ptr<Router> base;
   if (config_->ring != nullptr) {
-    router_ = std::make_unique<RingRouter>(config_->ring, config_->ring_domain_only, post);
+    base = std::make_unique<RingRouter>(config_->ring, config_->ring_domain_only, post);
   } else {
-    router_ =
-        std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend, post);
+    base = std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend, post);
+  }
+  if (config_->redis_overrides && redis_ != nullptr) {
+    RedisOverrideRouter::Options o;
+    o.prefix = config_->redis.prefix;
+    o.cache_ttl = config_->override_cache_ttl;
+    o.timeout = config_->redis.timeout;
+    const Config* cfg = config_.get();
+    auto resolve = [cfg](absl::string_view value) -> std::optional<RouteResult> {
+      const bool want_backend = absl::ConsumePrefix(&value, "backend:");
+      const bool want_shard = !want_backend && absl::ConsumePrefix(&value, "shard:");
+      if (!want_backend) {
+        for (size_t i = 0; i < cfg->shards.size(); ++i) {
+          if (cfg->shards[i].name == value) return RouteResult{RouteResult::Kind::kShard, i};
+        }
+      }
+      if (!want_shard) {
+        for (size_t i = 0; i < cfg->backends.size(); ++i) {
+          if (cfg->backends[i].name == value) return RouteResult{RouteResult::Kind::kBackend, i};
+        }
+      }
+      return std::nullopt;
+    };
+    router_ = std::make_unique<RedisOverrideRouter>(&loop_, redis_.get(), redis_options, o,
+                                                    std::move(base), std::move(resolve), post);
+  } else {
+    router_ = std::move(base);
   }
   directories_["passthrough"] = std::make_unique<PassthroughDirectory>(post);
   for (const DirectoryConfig& d : config_->directories) {
@@ -66,9 +110,24 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
         directories_[d.name] =
             std::make_unique<PasswdFileDirectory>(shared_.passwd_files.at(d.name), &loop_, post);
         break;
-      case DirectoryConfig::Type::kAuthHttp:
-        // Wired with the auth-http client (routing/auth_http.h).
+      case DirectoryConfig::Type::kAuthHttp: {
+        AuthHttpOptions o;
+        o.name = d.name;
+        for (const SocketAddress& a : d.servers) o.servers.push_back(a.text);
+        o.uri = d.uri;
+        o.timeout = d.timeout;
+        o.max_connections = d.max_connections;
+        o.max_queue = d.max_queue;
+        o.headers = d.headers;
+        auto dir = AuthHttpDirectory::Create(&loop_, std::move(o));
+        if (dir.ok()) {
+          directories_[d.name] = *std::move(dir);
+        } else {
+          // The config loader checked every field: not expected.
+          spdlog::error("directory {}: {}", d.name, std::string(dir.status().message()));
+        }
         break;
+      }
     }
   }
   uv_idle_init(&loop_, idle_.Allocate());
@@ -116,6 +175,10 @@ Worker::~Worker() {
   sessions_.clear();
   graveyard_.clear();
   acceptors_.clear();
+  router_.reset();
+  abuse_.reset();
+  directories_.clear();
+  redis_.reset();
   listeners_.clear();
   idle_.Reset();
   async_.Reset();
@@ -247,6 +310,12 @@ void Worker::MaybeFinish() {
   // Our handles close; the loop ends when the last lingering connection is
   // closed too.
   Defer([this] {
+    // Their handles would keep the loop alive: they go once no session can
+    // ask them anything.
+    router_.reset();
+    abuse_.reset();
+    directories_.clear();
+    redis_.reset();
     idle_.Reset();
     async_.Reset();
     grace_timer_ = Timer();

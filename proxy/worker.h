@@ -25,9 +25,11 @@
 #include "proxy/pipe_pool.h"
 #include "proxy/poller.h"
 #include "proxy/uv_handle.h"
+#include "routing/abuse.h"
 #include "routing/directory.h"
 #include "routing/directory_cache.h"
 #include "routing/passwd_file_directory.h"
+#include "routing/redis_client.h"
 #include "routing/router.h"
 #include "tls/tls_context.h"
 #include "tls/tls_engine.h"
@@ -40,9 +42,10 @@ class ProxyAcceptor;
 // What the workers of one server share; every part is thread-safe.
 struct SharedState {
   explicit SharedState(const Config& config);
-  ConnectionLimiter limiter;  // connections per client IP
-  BackendHealth health;       // backends up or down, sessions per backend
-  DirectoryCache cache;       // directory answers
+  ConnectionLimiter limiter;          // connections per client IP
+  BackendHealth health;               // backends up or down, sessions per backend
+  std::shared_ptr<AbuseTable> abuse;  // failed logins per IP and user, this instance
+  DirectoryCache cache;               // directory answers
   // passwd-file snapshots by directory name, reloaded by the server.
   absl::flat_hash_map<std::string, std::shared_ptr<PasswdFileSource>> passwd_files;
   // Client TLS contexts toward backends with tls, by backend name.
@@ -83,6 +86,8 @@ class Worker {
   const std::shared_ptr<const Config>& config_ptr() const { return config_; }
   const TlsContext* tls() const { return tls_.get(); }
   Router& router() { return *router_; }
+  // Null when abuse limits are off.
+  AbuseGuard* abuse() { return abuse_.get(); }
   // The directory that checks logins on `listener` (passthrough by default).
   Directory& directory(const ListenerConfig& listener);
   DirectoryCache& directory_cache() { return shared_.cache; }
@@ -160,7 +165,9 @@ class Worker {
   BufferPool pool_;
   BufferPool bulk_pool_{64 * 1024, 4};
   PipePool pipes_;
+  std::unique_ptr<RedisClient> redis_;  // before its users: destroyed after them
   std::unique_ptr<Router> router_;
+  std::unique_ptr<AbuseGuard> abuse_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<ProxyAcceptor>> acceptors_;  // PROXY headers being read
   absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;

@@ -26,7 +26,8 @@ std::unique_ptr<Pending> Post(const Poster& post, RouteCallback done, RouteResul
 }  // namespace
 
 std::unique_ptr<Pending> StaticRouter::Route(const RouteRequest& request, RouteCallback done) {
-  return Post(post_, std::move(done), RouteResult{RouteResult::Kind::kBackend, Lookup(request.user)});
+  return Post(post_, std::move(done),
+              RouteResult{RouteResult::Kind::kBackend, Lookup(request.user)});
 }
 
 RingRouter::RingRouter(std::shared_ptr<const ShardRing> ring, bool domain_only, Poster post)

@@ -130,6 +130,9 @@ class Bed:
             "limits": {"max_line": 8192, "max_prelogin_literal": "64k", "error_budget": 10},
             "timeouts": {"login": "60s", "backend_connect": "5s", "imap_idle": "31m",
                          "pop3_idle": "10m", "shutdown_grace": "10s"},
+            # Failed-login delays are tested on their own (test_directories,
+            # test_abuse); elsewhere a wrong password is answered at once.
+            "abuse": {"enabled": False},
             "log": {"level": "info"},
         }
         return deep_merge(deep_merge(cfg, self.postern_overrides), overrides)

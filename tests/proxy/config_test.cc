@@ -378,7 +378,8 @@ backends: [{name: b, address: 127.0.0.1}]
 worker: 4
 )",
      "postern.yaml:4: worker: unknown key (expected one of: workers, hostname, listeners, tls, "
-     "backends, routing, limits, timeouts, gateway, directories, directory, auth_cache, log)"},
+     "backends, routing, limits, timeouts, gateway, directories, directory, auth_cache, shards, "
+     "health, redis, proxy_ttl, abuse, log)"},
     {"BadPop3Mode", R"(
 listeners: [{protocol: pop3, address: "127.0.0.1:110", tls: none}]
 backends: [{name: b, address: 127.0.0.1, pop3_mode: translate}]
@@ -457,7 +458,8 @@ listeners:
 backends: [{name: b, address: 127.0.0.1}]
 )",
      "postern.yaml:3: listeners[0].adress: unknown key (expected one of: name, protocol, "
-     "address, tls, allow_plaintext_auth, backlog, directory, sasl_mechanisms)"},
+     "address, tls, allow_plaintext_auth, backlog, directory, sasl_mechanisms, proxy_protocol, "
+     "trusted_networks)"},
     {"UnknownLimitsKey", R"(
 listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
 backends: [{name: b, address: 127.0.0.1}]
