@@ -33,6 +33,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "== tests against the ASan+UBSan build"
 (cd build-asan && ctest --output-on-failure -j"$jobs" --timeout 600) || status=1
 
+# Includes bench/soak --short (ctest label "soak", Release only, run alone:
+# about a minute of well-behaved and hostile load; bench/CMakeLists.txt).
 echo "== tests against the Release build"
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 600) || status=1
 

@@ -2,13 +2,16 @@
 // of its input and one byte at a time), option parsing (loopback only), the
 // /proc parsers, percentiles and JSON quoting.
 
+#include <openssl/sha.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "bench/mailbench/digests.h"
 #include "bench/mailbench/options.h"
 #include "bench/mailbench/proc_stats.h"
 #include "bench/mailbench/report.h"
@@ -220,6 +223,108 @@ TEST(ResponseReaderTest, NothingExpectedDiscards) {
   EXPECT_EQ(used, 7u);
 }
 
+Sha256 Digest(absl::string_view s) {
+  Sha256 d{};
+  SHA256(reinterpret_cast<const uint8_t*>(s.data()), s.size(), d.data());
+  return d;
+}
+
+// Feeds `input` with hashing on, cut at `cut` (0: whole), and returns
+// "number:hex" for every digest in order.
+std::vector<std::string> DigestsOf(const std::vector<Wait>& waits, absl::string_view input,
+                                   size_t cut, bool byte_at_a_time = false) {
+  std::vector<absl::string_view> chunks;
+  if (byte_at_a_time) {
+    for (size_t i = 0; i < input.size(); ++i) chunks.push_back(input.substr(i, 1));
+  } else if (cut == 0) {
+    chunks.push_back(input);
+  } else {
+    chunks = {input.substr(0, cut), input.substr(cut)};
+  }
+  ResponseReader r;
+  r.set_hashing(true);
+  size_t next = 0;
+  r.Start(waits[next].expect, waits[next].tag);
+  std::vector<std::string> out;
+  for (absl::string_view data : chunks) {
+    while (!data.empty()) {
+      size_t used = 0;
+      ResponseReader::Result res = r.Feed(data, &used);
+      data.remove_prefix(used);
+      if (res != ResponseReader::Result::kDone) break;
+      ++next;
+      r.Start(next < waits.size() ? waits[next].expect : Expect::kNothing,
+              next < waits.size() ? waits[next].tag : "");
+    }
+  }
+  for (const MessageDigest& d : r.TakeDigests()) {
+    out.push_back(std::to_string(d.number) + ":" + HexOf(d.sha256));
+  }
+  EXPECT_TRUE(r.TakeDigests().empty());
+  return out;
+}
+
+void ExpectDigestsAtEverySplit(const std::vector<Wait>& waits, absl::string_view input,
+                               const std::vector<std::string>& want) {
+  EXPECT_EQ(DigestsOf(waits, input, 0), want);
+  for (size_t cut = 1; cut < input.size(); ++cut) {
+    EXPECT_EQ(DigestsOf(waits, input, cut), want) << "cut at " << cut;
+  }
+  EXPECT_EQ(DigestsOf(waits, input, 0, true), want) << "byte at a time";
+}
+
+TEST(ResponseReaderTest, ImapHashesBodyLiteralsWithTheirNumbers) {
+  const std::string body1 = "Subject: x\r\n\r\na2 OK fake\r\n{99}\r\n";
+  const std::string body2 = "hello";
+  // Flags before the body, a literal that is not BODY[] (not hashed), an empty body.
+  const std::string input = "* 4 FETCH (BODY[] {" + std::to_string(body1.size()) + "}\r\n" + body1 +
+                            " FLAGS (\\Seen))\r\n* 7 FETCH (FLAGS (\\Seen) BODY[] {" +
+                            std::to_string(body2.size()) + "}\r\n" + body2 +
+                            ")\r\n* 8 FETCH (BODY[HEADER] {3}\r\nabc)\r\n"
+                            "* 9 FETCH (BODY[] {0}\r\n)\r\n"
+                            "a2 OK Fetch completed.\r\n";
+  ExpectDigestsAtEverySplit(
+      {{Expect::kImapTagged, "a2"}}, input,
+      {"4:" + HexOf(Digest(body1)), "7:" + HexOf(Digest(body2)), "9:" + HexOf(Digest(""))});
+}
+
+TEST(ResponseReaderTest, Pop3HashesTheUnstuffedBody) {
+  // As delivered: stuffed dots removed, the final "." line left out; the
+  // last line's CRLF belongs to the message.
+  const std::string wire1 = "Subject: a\r\n\r\n..stuffed line\r\n..\r\nx.\r\n.\r\n";
+  const std::string msg1 = "Subject: a\r\n\r\n.stuffed line\r\n.\r\nx.\r\n";
+  const std::string wire2 = ".\r\n";  // empty
+  const std::string wire3 = "abc\r\n..\rz\r\n.\rq\r\n.\r\n";
+  const std::string msg3 = "abc\r\n.\rz\r\n\rq\r\n";
+  const std::string input =
+      "+OK 40 octets\r\n" + wire1 + "+OK 0 octets\r\n" + wire2 + "-ERR no\r\n+OK\r\n" + wire3;
+  ExpectDigestsAtEverySplit(
+      {{Expect::kPop3Multi, ""},
+       {Expect::kPop3Multi, ""},
+       {Expect::kPop3Multi, ""},
+       {Expect::kPop3Multi, ""}},
+      input, {"0:" + HexOf(Digest(msg1)), "0:" + HexOf(Digest("")), "0:" + HexOf(Digest(msg3))});
+}
+
+TEST(DigestTableTest, ParsesAndFinds) {
+  const std::string a(64, 'a');
+  absl::StatusOr<DigestTable> t =
+      DigestTable::Parse("# comment\n\nalice 1 " + a + "\nbob 2 " + std::string(64, 'F') + "\n");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->size(), 2u);
+  ASSERT_NE(t->Find("alice", 1), nullptr);
+  EXPECT_EQ(HexOf(*t->Find("alice", 1)), a);
+  EXPECT_EQ(HexOf(*t->Find("bob", 2)), std::string(64, 'f'));
+  EXPECT_EQ(t->Find("alice", 2), nullptr);
+  EXPECT_EQ(t->Find("carol", 1), nullptr);
+  EXPECT_FALSE(DigestTable::Parse("").ok());
+  EXPECT_FALSE(DigestTable::Parse("alice 1 abc\n").ok());                    // short
+  EXPECT_FALSE(DigestTable::Parse("alice x " + a).ok());                     // number
+  EXPECT_FALSE(DigestTable::Parse("alice 0 " + a).ok());                     // 1-based
+  EXPECT_FALSE(DigestTable::Parse("alice 1 " + std::string(64, 'g')).ok());  // hex
+  EXPECT_FALSE(DigestTable::Parse("alice 1 " + a + "\nalice 1 " + a).ok());  // twice
+}
+
 absl::StatusOr<Options> Parse(std::vector<std::string> args) {
   std::vector<char*> argv;
   static char name[] = "mailbench";
@@ -258,6 +363,37 @@ TEST(OptionsTest, DefaultsAndBounds) {
   EXPECT_FALSE(Parse({"--port", "1", "--bogus"}).ok());
   EXPECT_FALSE(Parse({"--port", "1", "--scenario", "flood"}).ok());
   EXPECT_TRUE(absl::IsCancelled(Parse({"--help"}).status()));
+}
+
+TEST(OptionsTest, SoakFlags) {
+  absl::StatusOr<Options> o = Parse({"--port", "993", "--think", "5", "--ramp", "2", "--run-for",
+                                     "30", "--source", "127.0.1.1", "--sources", "40"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->sessions, 10000000u);  // --run-for: no count limit
+  EXPECT_EQ(o->sources, 40u);
+  EXPECT_EQ(o->think_s, 5);
+  o = Parse({"--port", "993", "--source", "127.0.0.9"});
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(o->sources, 1u);
+  EXPECT_FALSE(Parse({"--port", "1", "--source", "10.0.0.1"}).ok());  // not loopback
+  EXPECT_FALSE(Parse({"--port", "1", "--sources", "3"}).ok());        // no --source
+  EXPECT_FALSE(Parse({"--port", "1", "--source", "127.255.255.250", "--sources", "10"}).ok());
+  EXPECT_FALSE(Parse({"--port", "1", "--host", "::1", "--source", "127.0.0.2"}).ok());
+  EXPECT_FALSE(Parse({"--port", "1", "--scenario", "idle", "--think", "1"}).ok());
+  EXPECT_FALSE(Parse({"--port", "1", "--scenario", "idle", "--run-for", "1"}).ok());
+  EXPECT_FALSE(Parse({"--port", "1", "--sha256", "/nonexistent/file"}).ok());
+  char path[] = "/tmp/mailbench_test_XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  std::string line = "alice 1 " + std::string(64, '0') + "\n";
+  ASSERT_EQ(write(fd, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  close(fd);
+  EXPECT_FALSE(Parse({"--port", "1", "--sha256", path}).ok());  // login: nothing to verify
+  o = Parse({"--port", "1", "--scenario", "bulk", "--sha256", path});
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_NE(o->digests, nullptr);
+  EXPECT_EQ(o->digests->size(), 1u);
+  std::remove(path);
 }
 
 TEST(ProcStatsTest, ParsesStatAfterTheLastParenthesis) {

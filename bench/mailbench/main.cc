@@ -152,6 +152,7 @@ int Main(int argc, char** argv) {
   Distribution session_ms = Summarize(st.session_ns, 1e6);
   Distribution ready_ms = Summarize(st.ready_ns, 1e6);
   Distribution login_ms = Summarize(st.login_ns, 1e6);
+  Distribution connect_login_ms = Summarize(st.connect_login_ns, 1e6);
   Distribution rtt_us = Summarize(st.rtt_ns, 1e3);
   double transfer_sum_s = 0;
   for (uint64_t ns : st.transfer_ns) transfer_sum_s += ns / 1e9;
@@ -183,6 +184,7 @@ int Main(int argc, char** argv) {
       .Add("session_ms", session_ms)
       .Add("ready_ms", ready_ms)
       .Add("login_ms", login_ms)
+      .Add("connect_login_ms", connect_login_ms)
       .Add("bytes_in", st.bytes_in)
       .Add("bytes_out", st.bytes_out)
       .Add("self_cpu_s", self_cpu);
@@ -193,6 +195,7 @@ int Main(int argc, char** argv) {
         .Add("mb_per_s", mb_per_s)
         .Add("session_mb_per_s", session_mb_per_s)
         .Add("transfer_ms", transfer_ms);
+    if (o.digests) j.Add("verified", st.verified).Add("verify_mismatches", st.verify_mismatches);
   }
   if (o.scenario == Scenario::kPing) j.Add("rtt_us", rtt_us);
   if (o.scenario == Scenario::kIdle) j.Add("held", held_count);
@@ -248,11 +251,16 @@ int Main(int argc, char** argv) {
     PrintDistribution("session (connect..LOGOUT reply)", "ms", session_ms);
     PrintDistribution("ready (connect+TLS+greeting)", "ms", ready_ms);
     PrintDistribution("login (LOGIN/PASS to OK)", "ms", login_ms);
+    PrintDistribution("connect..login OK", "ms", connect_login_ms);
     if (o.scenario == Scenario::kBulk) {
       std::cout << absl::StrFormat(
           "  bulk: %d messages, %.3f MB in %.3f s = %.2f MB/s (per session %.2f MB/s)\n",
           st.messages, mb, transfer_s, mb_per_s, session_mb_per_s);
       PrintDistribution("transfer per session", "ms", transfer_ms);
+      if (o.digests) {
+        std::cout << absl::StrFormat("  sha256: %d messages verified, %d mismatches\n", st.verified,
+                                     st.verify_mismatches);
+      }
     }
     if (o.scenario == Scenario::kPing) PrintDistribution("NOOP round trip", "us", rtt_us);
     if (o.scenario == Scenario::kIdle) {

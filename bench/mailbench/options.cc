@@ -98,6 +98,9 @@ Target (loopback only: 127.0.0.0/8 or ::1):
   --tls                  implicit TLS (IMAPS/POP3S); full handshakes unless --resume
   --resume               offer TLS session resumption (tickets / session ids)
   --sni NAME             TLS server name (default localhost)
+Source (IPv4 loopback only):
+  --source ADDR          bind each client socket to ADDR + (session index mod --sources)
+  --sources N            how many consecutive source addresses (default 1 with --source)
 Account:
   --user NAME            login name; "%d" becomes 1..--users round robin (default user1)
   --users N              number of distinct users for "%d" (default 1)
@@ -110,6 +113,13 @@ Load:
   --pings N              ping: NOOP round trips per session (default 1000)
   --messages N           bulk: messages per session (default 0: the whole mailbox)
   --hold S               idle: seconds to hold all sessions in IDLE (default 2)
+  --think S              login/bulk/ping: pause after SELECT/STAT, S x 0.5..1.5 per session
+  --ramp S               start the first --clients sessions spread over S seconds
+  --run-for S            start no session after S seconds; those running finish
+                         (--sessions then defaults to no limit)
+Checks:
+  --sha256 FILE          bulk: verify every message; lines "USER NUMBER SHA256HEX", the
+                         digest of the BODY[] literal (= POP3 body un-stuffed, no final ".")
 Bounds:
   --timeout S            fail a session whose reply takes longer (default 15)
   --duration S           stop the whole run after S seconds (default 300)
@@ -121,7 +131,7 @@ Measurement:
 
 Scenarios:
   login  connect, [TLS], login, SELECT INBOX (POP3: STAT), LOGOUT (QUIT), repeated
-  bulk   login, FETCH 1:* BODY[] (POP3: RETR 1..n one after another), LOGOUT
+  bulk   login, FETCH 1:n BODY[] (POP3: RETR 1..n one after another), LOGOUT
   idle   hold --clients sessions logged in and in IDLE (POP3: after STAT), then release
   ping   login, --pings NOOP round trips one after another, LOGOUT
 )";
@@ -211,6 +221,33 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
          return ParseInt<uint64_t>("messages", v, 0, 10000000, &o.messages);
        }},
       {"hold", [&](absl::string_view v) { return ParseSeconds("hold", v, 0, 600, &o.hold_s); }},
+      {"think", [&](absl::string_view v) { return ParseSeconds("think", v, 0, 600, &o.think_s); }},
+      {"ramp", [&](absl::string_view v) { return ParseSeconds("ramp", v, 0, 600, &o.ramp_s); }},
+      {"run-for",
+       [&](absl::string_view v) { return ParseSeconds("run-for", v, 0.1, 3600, &o.run_for_s); }},
+      {"sha256",
+       [&](absl::string_view v) {
+         o.digests_path = std::string(v);
+         absl::StatusOr<DigestTable> t = DigestTable::Load(o.digests_path);
+         if (!t.ok()) return Invalid("sha256", t.status().message());
+         o.digests = std::make_shared<const DigestTable>(std::move(*t));
+         return absl::OkStatus();
+       }},
+      {"source",
+       [&](absl::string_view v) {
+         in_addr a{};
+         if (inet_pton(AF_INET, std::string(v).c_str(), &a) != 1 ||
+             (ntohl(a.s_addr) >> 24) != 127) {
+           return Invalid("source", absl::StrCat("'", v, "' is not an IPv4 loopback address"));
+         }
+         o.source = a;
+         if (o.sources == 0) o.sources = 1;
+         return absl::OkStatus();
+       }},
+      {"sources",
+       [&](absl::string_view v) {
+         return ParseInt<uint32_t>("sources", v, 1, 1 << 24, &o.sources);
+       }},
       {"timeout",
        [&](absl::string_view v) { return ParseSeconds("timeout", v, 0.1, 600, &o.timeout_s); }},
       {"duration",
@@ -263,13 +300,26 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
   if (!have_port) return absl::InvalidArgumentError("--port is required");
   if (o.resume && !o.tls) return Invalid("resume", "needs --tls");
   if (absl::Status s = ResolveLoopback(o); !s.ok()) return s;
+  if (o.sources > 0) {
+    if (o.source.s_addr == 0) return Invalid("sources", "needs --source");
+    if (o.address.ss_family != AF_INET) return Invalid("source", "needs an IPv4 --host");
+    uint64_t last = uint64_t{ntohl(o.source.s_addr)} + o.sources - 1;
+    if ((last >> 24) != 127) return Invalid("sources", "the range leaves 127.0.0.0/8");
+  }
+  if (o.digests && o.scenario != Scenario::kBulk)
+    return Invalid("sha256", "is for --scenario bulk");
+  if (o.scenario == Scenario::kIdle && (o.think_s > 0 || o.run_for_s > 0)) {
+    return Invalid(o.think_s > 0 ? "think" : "run-for", "does not apply to --scenario idle");
+  }
   if (o.scenario == Scenario::kIdle) {
     if (have_sessions && o.sessions != o.clients) {
       return Invalid("sessions", "idle holds exactly --clients sessions");
     }
     o.sessions = o.clients;
   } else if (!have_sessions) {
-    o.sessions = o.scenario == Scenario::kLogin ? uint64_t{20} * o.clients : o.clients;
+    o.sessions = o.run_for_s > 0                  ? uint64_t{10000000}
+                 : o.scenario == Scenario::kLogin ? uint64_t{20} * o.clients
+                                                  : o.clients;
   }
   if (o.threads > o.clients) o.threads = o.clients;
   return o;

@@ -7,10 +7,12 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "bench/mailbench/digests.h"
 
 namespace postern::mailbench {
 
@@ -41,6 +43,16 @@ struct Options {
   uint32_t concurrency = 64;  // idle: sessions being set up at once
   uint64_t pings = 1000;      // ping: NOOPs per session
   uint64_t messages = 0;      // bulk: messages per session (0: whole mailbox)
+  // bulk: expected SHA-256 of every message (--sha256 FILE); null: no check.
+  std::shared_ptr<const DigestTable> digests;
+  std::string digests_path;
+  double think_s = 0;    // login/bulk/ping: pause after SELECT/STAT (x 0.5..1.5 per session)
+  double ramp_s = 0;     // the first --clients sessions start spread over this many seconds
+  double run_for_s = 0;  // no session starts after this many seconds (0: count by --sessions)
+  // Source addresses: bind to source + (session index mod sources) before
+  // connecting (IPv4 loopback only; sources 0: let the kernel choose).
+  in_addr source{};
+  uint32_t sources = 0;
   double hold_s = 2.0;        // idle: seconds to hold every session once all are idle
   double timeout_s = 15.0;    // a reply (or connect, handshake) taking longer fails the session
   double duration_s = 300.0;  // hard cap on the whole run

@@ -79,6 +79,7 @@ ResponseReader::Result ResponseReader::Feed(absl::string_view in, size_t* consum
     literal_left_ = 0;
     in_response_ = false;
     in_body_ = false;
+    hash_open_ = false;
     *consumed = in.size();
     return Result::kNeedMore;
   }
@@ -88,9 +89,11 @@ ResponseReader::Result ResponseReader::Feed(absl::string_view in, size_t* consum
   while (i < in.size()) {
     if (literal_left_ > 0) {
       uint64_t take = std::min<uint64_t>(literal_left_, in.size() - i);
+      if (hash_open_) HashBytes(in.substr(i, take));
       literal_left_ -= take;
       payload_bytes_ += take;
       i += take;
+      if (literal_left_ == 0 && hash_open_) EndDigest();
       continue;
     }
     if (in_body_) {
@@ -100,6 +103,7 @@ ResponseReader::Result ResponseReader::Feed(absl::string_view in, size_t* consum
       i += used;
       if (end) {
         in_body_ = false;
+        if (hash_open_) EndDigest();
         ++messages_;
         reply_.ok = true;
         reply_.text = first_line_;
@@ -135,9 +139,27 @@ ResponseReader::Result ResponseReader::Feed(absl::string_view in, size_t* consum
   return Result::kNeedMore;
 }
 
+void ResponseReader::BeginDigest(uint64_t number) {
+  SHA256_Init(&sha_);
+  current_ = MessageDigest();
+  current_.number = number;
+  hash_open_ = true;
+}
+
+void ResponseReader::HashBytes(absl::string_view bytes) {
+  if (!bytes.empty()) SHA256_Update(&sha_, bytes.data(), bytes.size());
+}
+
+void ResponseReader::EndDigest() {
+  SHA256_Final(current_.sha256.data(), &sha_);
+  digests_.push_back(current_);
+  hash_open_ = false;
+}
+
 void ResponseReader::ClassifyImap(absl::string_view body) {
   first_line_ = std::string(body.substr(0, 200));
   status_ok_ = false;
+  fetch_number_ = 0;
   if (absl::StartsWith(body, "* ")) {
     kind_ = Kind::kUntagged;
     absl::string_view rest = body.substr(2);
@@ -148,7 +170,10 @@ void ResponseReader::ClassifyImap(absl::string_view body) {
     if (absl::SimpleAtoi(word, &n)) {
       absl::string_view what = FirstWord(AfterFirstWord(rest));
       if (absl::EqualsIgnoreCase(what, "EXISTS")) exists_ = n;
-      if (absl::EqualsIgnoreCase(what, "FETCH")) ++messages_;
+      if (absl::EqualsIgnoreCase(what, "FETCH")) {
+        ++messages_;
+        fetch_number_ = n;
+      }
     }
   } else if (absl::StartsWith(body, "+")) {
     kind_ = Kind::kContinuation;
@@ -169,6 +194,14 @@ ResponseReader::Result ResponseReader::OnImapLine(absl::string_view line) {
     if (bad) return Fail(absl::StrCat("bad literal length in: ", body.substr(0, 200)));
     literal_left_ = n;
     in_response_ = true;  // the response goes on after the literal
+    // RFC 3501 section 7.4.2: "* N FETCH (... BODY[] {n}": the message itself.
+    if (hashing_ && kind_ == Kind::kUntagged && fetch_number_ != 0) {
+      absl::string_view before = body.substr(0, body.rfind('{'));
+      if (absl::EndsWithIgnoreCase(before, "BODY[] ")) {
+        BeginDigest(fetch_number_);
+        if (n == 0) EndDigest();
+      }
+    }
     return Result::kNeedMore;
   }
   in_response_ = false;
@@ -202,6 +235,7 @@ ResponseReader::Result ResponseReader::OnPop3Line(absl::string_view line) {
   if (expect_ == Expect::kPop3Multi && ok) {
     in_body_ = true;
     body_state_ = BodyState::kLineStart;
+    if (hashing_) BeginDigest(0);
     return Result::kNeedMore;
   }
   reply_.ok = ok;
@@ -212,23 +246,25 @@ ResponseReader::Result ResponseReader::OnPop3Line(absl::string_view line) {
 bool ResponseReader::ScanBody(absl::string_view in, size_t* used) {
   // RFC 1939 section 3: a multi-line response ends with a line holding only
   // ".", i.e. CRLF "." CRLF; a line starting with "." is otherwise stuffed.
+  // When hashing, the message is what remains without the stuffing dots and
+  // the final "." line.
   const char* s = in.data();
   size_t n = in.size();
   size_t j = 0;
+  const bool hash = hash_open_;
   while (j < n) {
     switch (body_state_) {
       case BodyState::kMid: {
         const void* nl = std::memchr(s + j, '\n', n - j);
-        if (nl == nullptr) {
-          j = n;
-        } else {
-          j = static_cast<const char*>(nl) - s + 1;
-          body_state_ = BodyState::kLineStart;
-        }
+        size_t end = nl == nullptr ? n : static_cast<const char*>(nl) - s + 1;
+        if (hash) HashBytes(absl::string_view(s + j, end - j));
+        j = end;
+        if (nl != nullptr) body_state_ = BodyState::kLineStart;
         break;
       }
       case BodyState::kLineStart: {
         char c = s[j++];
+        if (c != '.' && hash) HashBytes(absl::string_view(&c, 1));
         body_state_ = c == '.'    ? BodyState::kDot
                       : c == '\n' ? BodyState::kLineStart
                                   : BodyState::kMid;
@@ -240,6 +276,8 @@ bool ResponseReader::ScanBody(absl::string_view in, size_t* used) {
           *used = j;
           return true;
         }
+        // A stuffed line: the dot was added by the server, c is the line's.
+        if (c != '\r' && hash) HashBytes(absl::string_view(&c, 1));
         body_state_ = c == '\r' ? BodyState::kDotCr : BodyState::kMid;
         break;
       }
@@ -248,6 +286,10 @@ bool ResponseReader::ScanBody(absl::string_view in, size_t* used) {
         if (c == '\n') {
           *used = j;
           return true;
+        }
+        if (hash) {
+          HashBytes("\r");
+          HashBytes(absl::string_view(&c, 1));
         }
         body_state_ = BodyState::kMid;
         break;

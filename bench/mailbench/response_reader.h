@@ -6,11 +6,15 @@
 // a POP3 multi-line reply), counts message bytes without copying them, and
 // survives any split of its input.
 
+#include <openssl/sha.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
+#include "bench/mailbench/digests.h"
 
 namespace postern::mailbench {
 
@@ -27,6 +31,14 @@ enum class Expect {
 struct Reply {
   bool ok = false;
   std::string text;  // first line of the reply without CRLF, at most 200 bytes
+};
+
+// The SHA-256 of one message as delivered (set_hashing): an IMAP "BODY[]"
+// literal's content, or a POP3 multi-line body without its dot-stuffing and
+// without the final "." line.
+struct MessageDigest {
+  uint64_t number = 0;  // IMAP: the "* N FETCH" sequence number; POP3: 0
+  Sha256 sha256{};
 };
 
 class ResponseReader {
@@ -57,6 +69,12 @@ class ResponseReader {
   // The last "* N EXISTS" seen (RFC 3501 section 7.3.1).
   uint32_t exists() const { return exists_; }
 
+  // Hash every message delivered from now on: IMAP literals announced as
+  // "BODY[] {n}" inside an untagged FETCH response, POP3 multi-line bodies.
+  void set_hashing(bool on) { hashing_ = on; }
+  // The digests completed since the last call, in arrival order.
+  std::vector<MessageDigest> TakeDigests() { return std::move(digests_); }
+
  private:
   enum class Kind { kUntagged, kTagged, kContinuation, kOther };
   enum class BodyState { kLineStart, kMid, kDot, kDotCr };
@@ -68,6 +86,9 @@ class ResponseReader {
   // Scans a POP3 multi-line body; returns true at the terminator, *used = bytes taken.
   bool ScanBody(absl::string_view in, size_t* used);
   Result Fail(std::string why);
+  void BeginDigest(uint64_t number);
+  void HashBytes(absl::string_view bytes);
+  void EndDigest();
 
   Expect expect_ = Expect::kNothing;
   std::string tag_;
@@ -89,6 +110,14 @@ class ResponseReader {
   uint64_t payload_bytes_ = 0;
   uint64_t messages_ = 0;
   uint32_t exists_ = 0;
+
+  // Hashing (set_hashing): the message being hashed, if any.
+  bool hashing_ = false;
+  bool hash_open_ = false;
+  uint64_t fetch_number_ = 0;  // "* N FETCH" of the response in progress (0: not a FETCH)
+  SHA256_CTX sha_{};
+  MessageDigest current_;
+  std::vector<MessageDigest> digests_;
 };
 
 }  // namespace postern::mailbench

@@ -26,7 +26,8 @@ constexpr double kAwaitEofSeconds = 2.0;
 
 }  // namespace
 
-Session::Session(Worker* worker, uint64_t index) : worker_(worker), index_(index) {}
+Session::Session(Worker* worker, uint64_t index, double start_delay_s)
+    : worker_(worker), index_(index), start_delay_s_(start_delay_s) {}
 
 bool Session::imap() const { return worker_->options().proto == Proto::kImap; }
 
@@ -57,12 +58,24 @@ const char* Session::StepName(Step s) {
 }
 
 void Session::Start() {
-  const Options& o = worker_->options();
-  t_start_ = uv_hrtime();
-  t_progress_ = t_start_;
   uv_timer_init(worker_->loop(), &timer_);
   timer_.data = this;
   ++open_handles_;
+  reader_.set_hashing(worker_->options().digests != nullptr);
+  if (start_delay_s_ > 0) {
+    phase_ = Phase::kDelayed;
+    uv_timer_start(&timer_, OnTimer, static_cast<uint64_t>(start_delay_s_ * 1000), 0);
+    return;
+  }
+  Connect();
+}
+
+void Session::Connect() {
+  const Options& o = worker_->options();
+  t_start_ = uv_hrtime();
+  t_progress_ = t_start_;
+  WorkerStats& stats = worker_->stats();
+  if (stats.first_start_ns == 0) stats.first_start_ns = t_start_;
 
   int fd = socket(o.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -72,6 +85,18 @@ void Session::Start() {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   transport_ = std::make_unique<Transport>(fd, o.tls ? worker_->NewSsl() : nullptr);
+  if (o.sources > 0) {
+    // Spread over source addresses (a proxy's per-IP cap sees many clients);
+    // the port is picked at connect time, per destination.
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    src.sin_addr.s_addr = htonl(ntohl(o.source.s_addr) + static_cast<uint32_t>(index_ % o.sources));
+    if (bind(fd, reinterpret_cast<const sockaddr*>(&src), sizeof(src)) != 0) {
+      Fail(absl::StrCat("bind: ", std::strerror(errno)));
+      return;
+    }
+  }
   if (connect(fd, reinterpret_cast<const sockaddr*>(&o.address), o.address_length) != 0 &&
       errno != EINPROGRESS) {
     Fail(absl::StrCat("connect: ", std::strerror(errno)));
@@ -98,6 +123,16 @@ void Session::ArmTimer(double seconds) {
 void Session::OnTimer(uv_timer_t* handle) {
   auto* s = static_cast<Session*>(handle->data);
   if (s->phase_ == Phase::kClosing || s->phase_ == Phase::kHeld) return;
+  if (s->phase_ == Phase::kDelayed) {
+    s->Connect();
+    return;
+  }
+  if (s->phase_ == Phase::kThinking) {
+    s->phase_ = Phase::kProtocol;
+    s->ArmTimer(s->worker_->options().timeout_s);
+    s->AfterThink();
+    return;
+  }
   uint64_t idle_ns = uv_hrtime() - s->t_progress_;
   if (idle_ns < s->timeout_ns_) {
     // Bytes arrived since the timer was set: wait out the rest of the timeout.
@@ -119,6 +154,8 @@ void Session::UpdatePoll() {
   if (!poll_open_ || phase_ == Phase::kClosing) return;
   int events = 0;
   switch (phase_) {
+    case Phase::kDelayed:
+      return;
     case Phase::kConnecting:
       events = UV_WRITABLE;
       break;
@@ -323,6 +360,7 @@ void Session::OnReply(const Reply& reply) {
       return;
     case Step::kLogin:
       stats.login_ns.push_back(now - t_command_);
+      stats.connect_login_ns.push_back(now - t_start_);
       if (imap()) {
         Send("SELECT INBOX", Step::kSelect, Expect::kImapTagged);
       } else {
@@ -343,10 +381,12 @@ void Session::OnReply(const Reply& reply) {
       return;
     }
     case Step::kFetch:
+      if (!CheckDigests(0)) return;
       EndTransfer();
       Logout();
       return;
     case Step::kRetr:
+      if (!CheckDigests(next_message_)) return;
       if (next_message_ < messages_wanted_) {
         ++next_message_;
         Send(absl::StrCat("RETR ", next_message_), Step::kRetr, Expect::kPop3Multi);
@@ -383,6 +423,61 @@ void Session::OnReply(const Reply& reply) {
 
 void Session::AfterSelect(uint64_t count) {
   const Options& o = worker_->options();
+  selected_count_ = count;
+  if (o.think_s > 0 && o.scenario != Scenario::kIdle) {
+    // Logged in and idle for a while, as a mail client between commands: 0.5..1.5
+    // x --think, fixed per session index (splitmix64) so runs repeat.
+    uint64_t z = index_ + 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    double factor = 0.5 + static_cast<double>(z >> 11) / static_cast<double>(1ULL << 53);
+    phase_ = Phase::kThinking;
+    // Whatever the server says meanwhile (an unsolicited EXISTS) is dropped;
+    // a close is noticed and fails the session.
+    reader_.Start(Expect::kNothing);
+    uv_timer_start(&timer_, OnTimer, std::max<uint64_t>(1, o.think_s * factor * 1000), 0);
+    UpdatePoll();
+    return;
+  }
+  AfterThink();
+}
+
+bool Session::CheckDigests(uint64_t pop3_number) {
+  const Options& o = worker_->options();
+  if (o.digests == nullptr) return true;
+  std::vector<MessageDigest> got = reader_.TakeDigests();
+  const std::string user = worker_->UserFor(index_);
+  WorkerStats& stats = worker_->stats();
+  for (MessageDigest& d : got) {
+    if (!imap()) d.number = pop3_number;
+    const Sha256* want = o.digests->Find(user, d.number);
+    if (want == nullptr) {
+      Fail(absl::StrCat("sha256: no expected digest for ", user, " message ", d.number));
+      return false;
+    }
+    if (*want != d.sha256) {
+      ++stats.verify_mismatches;
+      Fail(absl::StrCat("sha256 mismatch: ", user, " message ", d.number));
+      return false;
+    }
+    ++stats.verified;
+    ++digests_checked_;
+  }
+  // Every message asked for must have come (FETCH 1:n answers n times).
+  uint64_t due = imap() ? messages_wanted_ : pop3_number;
+  if (step_ == Step::kFetch || step_ == Step::kRetr) {
+    if (digests_checked_ != due) {
+      Fail(absl::StrCat("sha256: ", digests_checked_, " of ", due, " messages delivered"));
+      return false;
+    }
+  }
+  return true;
+}
+
+void Session::AfterThink() {
+  const Options& o = worker_->options();
+  const uint64_t count = selected_count_;
   switch (o.scenario) {
     case Scenario::kLogin:
       Logout();

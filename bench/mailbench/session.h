@@ -19,7 +19,8 @@ class Worker;
 
 class Session {
  public:
-  Session(Worker* worker, uint64_t index);
+  // `start_delay_s`: wait this long before connecting (--ramp).
+  Session(Worker* worker, uint64_t index, double start_delay_s = 0);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -31,7 +32,16 @@ class Session {
   bool held() const { return phase_ == Phase::kHeld; }
 
  private:
-  enum class Phase { kConnecting, kHandshake, kProtocol, kHeld, kAwaitEof, kClosing };
+  enum class Phase {
+    kDelayed,  // waiting for its start (--ramp)
+    kConnecting,
+    kHandshake,
+    kProtocol,
+    kThinking,  // logged in, pausing after SELECT/STAT (--think)
+    kHeld,
+    kAwaitEof,
+    kClosing
+  };
   enum class Step {
     kGreeting,
     kLogin,   // IMAP LOGIN, POP3 PASS
@@ -52,6 +62,12 @@ class Session {
 
   void Fail(absl::string_view why);
   void Finish();  // closes the session; the outcome is already recorded
+  void Connect();
+  // Runs the scenario's part after SELECT/STAT (after the think time, if any).
+  void AfterThink();
+  // --sha256: checks the digests of the messages just delivered. False: the
+  // session failed.
+  bool CheckDigests(uint64_t pop3_number);
   void OnEvents(int events);
   void DoHandshake();
   void DoRead();
@@ -68,6 +84,7 @@ class Session {
 
   Worker* worker_;
   const uint64_t index_;
+  const double start_delay_s_;
   uv_poll_t poll_{};
   uv_timer_t timer_{};
   bool poll_open_ = false;
@@ -97,6 +114,8 @@ class Session {
   uint64_t t_transfer_ = 0;
   uint64_t transfer_payload_start_ = 0;
   uint64_t transfer_messages_start_ = 0;
+  uint64_t selected_count_ = 0;  // messages in the mailbox (SELECT/STAT)
+  uint64_t digests_checked_ = 0;
   uint64_t messages_wanted_ = 0;
   uint64_t next_message_ = 0;
   uint64_t pings_done_ = 0;

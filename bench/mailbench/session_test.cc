@@ -7,11 +7,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/sha.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,11 +61,18 @@ class FakeServer {
 
   uint16_t port() const { return port_; }
   int connections() const { return connections_.load(); }
+  // The clients' source addresses seen so far.
+  std::set<std::string> peers() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peers_;
+  }
 
  private:
   void AcceptLoop() {
     for (;;) {
-      int fd = accept(listen_fd_, nullptr, nullptr);
+      sockaddr_in peer{};
+      socklen_t peer_len = sizeof(peer);
+      int fd = accept(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len);
       if (fd < 0) return;
       if (stopping_) {
         close(fd);
@@ -69,6 +80,9 @@ class FakeServer {
       }
       ++connections_;
       std::lock_guard<std::mutex> lock(mu_);
+      char ip[INET_ADDRSTRLEN] = {0};
+      inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof(ip));
+      peers_.insert(ip);
       conns_.emplace_back([this, fd] {
         Serve(fd);
         close(fd);
@@ -219,6 +233,7 @@ class FakeServer {
   std::thread acceptor_;
   std::mutex mu_;
   std::vector<std::thread> conns_;
+  std::set<std::string> peers_;
 };
 
 const std::vector<std::string>& Messages() {
@@ -381,6 +396,79 @@ TEST(SessionTest, RefusedConnection) {
                                          std::to_string(port), "--sessions", "2"}));
   EXPECT_EQ(s.sessions_failed, 2u);
   EXPECT_EQ(s.errors.count("connect: Connection refused"), 1u) << ErrorsOf(s);
+}
+
+// A --sha256 file for user1 over Messages(), with message `bad` (1-based, 0:
+// none) given a wrong digest. Returns its path.
+std::string WriteDigests(size_t bad) {
+  static int n = 0;
+  std::string path = absl::StrCat("/tmp/mailbench_digests_", getpid(), "_", ++n);
+  std::string text;
+  for (size_t i = 0; i < Messages().size(); ++i) {
+    std::string m = Messages()[i];
+    if (i + 1 == bad) m += "x";
+    uint8_t d[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const uint8_t*>(m.data()), m.size(), d);
+    Sha256 a;
+    std::copy(d, d + 32, a.begin());
+    absl::StrAppend(&text, "user1 ", i + 1, " ", HexOf(a), "\n");
+  }
+  FILE* f = std::fopen(path.c_str(), "w");
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+  return path;
+}
+
+TEST(SessionTest, BulkVerifiesEveryMessage) {
+  for (Proto p : {Proto::kImap, Proto::kPop3}) {
+    FakeServer server(p, Messages());
+    std::string good = WriteDigests(0);
+    WorkerStats s = RunWorker(
+        MakeOptions({"--scenario", "bulk", "--proto", ProtoName(p), "--port",
+                     std::to_string(server.port()), "--sessions", "3", "--sha256", good}));
+    EXPECT_EQ(s.sessions_ok, 3u) << ErrorsOf(s);
+    EXPECT_EQ(s.verified, 9u);
+    EXPECT_EQ(s.verify_mismatches, 0u);
+    std::string bad = WriteDigests(2);
+    s = RunWorker(MakeOptions({"--scenario", "bulk", "--proto", ProtoName(p), "--port",
+                               std::to_string(server.port()), "--sessions", "2", "--sha256", bad}));
+    EXPECT_EQ(s.sessions_failed, 2u);
+    EXPECT_EQ(s.verify_mismatches, 2u);
+    EXPECT_EQ(s.errors.count("sha256 mismatch: user1 message 2"), 1u) << ErrorsOf(s);
+    // A user without digests fails rather than passing unchecked.
+    s = RunWorker(
+        MakeOptions({"--scenario", "bulk", "--proto", ProtoName(p), "--port",
+                     std::to_string(server.port()), "--user", "user9", "--sha256", good}));
+    EXPECT_EQ(s.sessions_failed, 1u) << ErrorsOf(s);
+    std::remove(good.c_str());
+    std::remove(bad.c_str());
+  }
+}
+
+TEST(SessionTest, ThinkRampAndRunFor) {
+  FakeServer server(Proto::kImap, Messages());
+  auto start = std::chrono::steady_clock::now();
+  // 4 clients, each session pauses 0.1..0.3 s after SELECT; nothing starts after 0.5 s.
+  WorkerStats s = RunWorker(MakeOptions({"--scenario", "login", "--proto", "imap", "--port",
+                                         std::to_string(server.port()), "--clients", "4", "--think",
+                                         "0.2", "--ramp", "0.2", "--run-for", "0.5"}));
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(s.sessions_failed, 0u) << ErrorsOf(s);
+  // At least one round each, at most 0.5 s / 0.1 s + 1 rounds each.
+  EXPECT_GE(s.sessions_ok, 4u);
+  EXPECT_LE(s.sessions_ok, 24u);
+  EXPECT_EQ(s.connect_login_ns.size(), s.sessions_ok);
+  EXPECT_GE(took, std::chrono::milliseconds(500));
+  EXPECT_LT(took, std::chrono::seconds(3));
+}
+
+TEST(SessionTest, SourceAddresses) {
+  FakeServer server(Proto::kPop3, Messages());
+  WorkerStats s = RunWorker(MakeOptions({"--scenario", "login", "--proto", "pop3", "--port",
+                                         std::to_string(server.port()), "--sessions", "6",
+                                         "--source", "127.0.3.1", "--sources", "3"}));
+  EXPECT_EQ(s.sessions_ok, 6u) << ErrorsOf(s);
+  EXPECT_EQ(server.peers(), (std::set<std::string>{"127.0.3.1", "127.0.3.2", "127.0.3.3"}));
 }
 
 TEST(SessionTest, DeadlineStopsTheRun) {

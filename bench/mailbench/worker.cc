@@ -41,10 +41,13 @@ void WorkerStats::Merge(WorkerStats&& o) {
   append(session_ns, o.session_ns);
   append(ready_ns, o.ready_ns);
   append(login_ns, o.login_ns);
+  append(connect_login_ns, o.connect_login_ns);
   append(rtt_ns, o.rtt_ns);
   append(transfer_ns, o.transfer_ns);
   transfer_bytes += o.transfer_bytes;
   messages += o.messages;
+  verified += o.verified;
+  verify_mismatches += o.verify_mismatches;
   bytes_in += o.bytes_in;
   bytes_out += o.bytes_out;
   auto min_nonzero = [](uint64_t a, uint64_t b) {
@@ -141,6 +144,11 @@ void Worker::Run() {
   uv_timer_init(&loop_, &deadline_);
   deadline_.data = this;
   uv_timer_start(&deadline_, OnDeadline, static_cast<uint64_t>(options_.duration_s * 1000), 0);
+  uv_timer_init(&loop_, &run_for_);
+  run_for_.data = this;
+  if (options_.run_for_s > 0) {
+    uv_timer_start(&run_for_, OnRunFor, static_cast<uint64_t>(options_.run_for_s * 1000), 0);
+  }
   if (stop_requested_.load()) {
     StopHere("stopped");
   } else {
@@ -187,6 +195,12 @@ void Worker::OnDeadline(uv_timer_t* handle) {
   w->StopHere("run deadline (--duration) reached");
 }
 
+void Worker::OnRunFor(uv_timer_t* handle) {
+  auto* w = static_cast<Worker*>(handle->data);
+  w->no_more_ = true;
+  w->MaybeFinish();
+}
+
 void Worker::StopHere(absl::string_view why) {
   stopping_ = true;
   std::vector<Session*> all(sessions_.begin(), sessions_.end());
@@ -195,14 +209,18 @@ void Worker::StopHere(absl::string_view why) {
 }
 
 void Worker::StartMore() {
-  while (!stopping_ && started_ < quota_ && active_ < concurrency_) {
+  while (!stopping_ && !no_more_ && started_ < quota_ && active_ < concurrency_) {
     // Session indices interleave across workers so "%d" users spread evenly.
     uint64_t global_index = started_ * options_.threads + index_;
-    auto* s = new Session(this, global_index);
+    // --ramp: the first `concurrency_` sessions start spread over the ramp.
+    double delay = 0;
+    if (options_.ramp_s > 0 && started_ < concurrency_) {
+      delay = options_.ramp_s * static_cast<double>(started_) / concurrency_;
+    }
+    auto* s = new Session(this, global_index, delay);
     sessions_.insert(s);
     ++started_;
     ++active_;
-    if (stats_.first_start_ns == 0) stats_.first_start_ns = uv_hrtime();
     s->Start();
   }
 }
@@ -231,7 +249,7 @@ void Worker::OnSessionClosed(Session* s, bool was_held, bool counted_active) {
 }
 
 void Worker::MaybeFinish() {
-  if (finishing_ || !sessions_.empty() || (!stopping_ && started_ < quota_)) return;
+  if (finishing_ || !sessions_.empty() || (!stopping_ && !no_more_ && started_ < quota_)) return;
   finishing_ = true;
   {
     std::lock_guard<std::mutex> lock(async_mu_);
@@ -240,6 +258,8 @@ void Worker::MaybeFinish() {
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_timer_stop(&deadline_);
   uv_close(reinterpret_cast<uv_handle_t*>(&deadline_), nullptr);
+  uv_timer_stop(&run_for_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&run_for_), nullptr);
 }
 
 }  // namespace postern::mailbench

@@ -28,13 +28,16 @@ struct WorkerStats {
   uint64_t sessions_ok = 0;      // reached LOGOUT/QUIT OK
   uint64_t sessions_failed = 0;  // connect, TLS, protocol error, timeout or deadline
   uint64_t tls_resumed = 0;
-  std::vector<uint64_t> session_ns;   // connect start to LOGOUT/QUIT reply
-  std::vector<uint64_t> ready_ns;     // connect start to greeting (TCP + TLS + greeting)
-  std::vector<uint64_t> login_ns;     // LOGIN (PASS) sent to its OK
-  std::vector<uint64_t> rtt_ns;       // NOOP sent to its OK
+  std::vector<uint64_t> session_ns;        // connect start to LOGOUT/QUIT reply
+  std::vector<uint64_t> ready_ns;          // connect start to greeting (TCP + TLS + greeting)
+  std::vector<uint64_t> login_ns;          // LOGIN (PASS) sent to its OK
+  std::vector<uint64_t> connect_login_ns;  // connect start to the LOGIN (PASS) OK
+  std::vector<uint64_t> rtt_ns;            // NOOP sent to its OK
   std::vector<uint64_t> transfer_ns;  // first FETCH/RETR sent to the last byte of the last message
   uint64_t transfer_bytes = 0;        // message bytes inside those transfers
   uint64_t messages = 0;              // messages fetched
+  uint64_t verified = 0;              // --sha256: messages whose digest matched
+  uint64_t verify_mismatches = 0;     // --sha256: messages whose digest did not
   uint64_t bytes_in = 0;              // plaintext bytes read (all sessions)
   uint64_t bytes_out = 0;             // plaintext bytes written
   uint64_t first_start_ns = 0;
@@ -92,6 +95,7 @@ class Worker {
   static int OnNewTlsSession(SSL* ssl, SSL_SESSION* session);
   static void OnAsync(uv_async_t* handle);
   static void OnDeadline(uv_timer_t* handle);
+  static void OnRunFor(uv_timer_t* handle);
   void StartMore();
   void MaybeFinish();
   void StopHere(absl::string_view why);
@@ -108,12 +112,14 @@ class Worker {
   uv_loop_t loop_{};
   uv_async_t async_{};
   uv_timer_t deadline_{};
+  uv_timer_t run_for_{};  // --run-for: when no more sessions start
   bool finishing_ = false;
   std::mutex async_mu_;
   bool async_open_ = false;  // guarded by async_mu_: async_ may be signalled
   std::atomic<bool> release_requested_{false};
   std::atomic<bool> stop_requested_{false};
   bool stopping_ = false;
+  bool no_more_ = false;  // --run-for has passed
   bool releasing_ = false;
 
   uint64_t started_ = 0;
