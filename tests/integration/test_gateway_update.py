@@ -10,7 +10,10 @@ session:
   carries \\Deleted, and answers -ERR, deleting nothing, when one does.
 - \\Seen, against Dovecot's own POP3 server on the same Maildir: RETR marks
   (stored at QUIT, and when the client just leaves), TOP does not, RSET
-  forgets; gateway.seen: never changes nothing, immediate marks at RETR."""
+  forgets; gateway.seen: never changes nothing, immediate marks at RETR.
+  test_seen_stored_at_idle_timeout fails today (proxy/session.cc ends a
+  gateway session at timeouts.pop3_idle without telling the gateway; the
+  test says how)."""
 
 import os
 import re
@@ -371,6 +374,29 @@ class GatewaySeenTest(GatewayBed):
         self.assertEqual(self.seen("u1"), set())  # deferred: BODY.PEEK[]
         self.assertTrue(c.pop3_raw("QUIT").startswith(b"+OK"))
         self.assertEqual(self.seen("u1"), {"m2"})
+
+    def test_seen_stored_at_idle_timeout(self):
+        # The session ends (timeouts.pop3_idle) without QUIT: nothing is
+        # deleted, and the \Seen flags are stored as when the client leaves
+        # (README, gateway.seen: "stored at QUIT or when the session ends";
+        # Dovecot's POP3 stores them when its own idle timeout ends a
+        # session).
+        #
+        # Fails today: Session::CheckTimeout (proxy/session.cc) ends a
+        # session in the stage state with End("idle timeout") directly, so
+        # the gateway never hears of it (no Stage call like Shutdown), sends
+        # no \Seen STORE and no LOGOUT (Dovecot logs "Connection closed
+        # (UID FETCH finished ... ago)" instead of "Logged out").
+        self.bed.start_postern({"timeouts": {"pop3_idle": "1s"}})
+        self.addCleanup(self.bed.start_postern)
+        self.reset_seen("u4")
+        c = self.pop3("u4")
+        self.assertTrue(c.pop3_raw("RETR 2", True).startswith(b"+OK"))
+        self.assertTrue(c.pop3_raw("DELE 3").startswith(b"+OK"))
+        self.assertTrue(c.closed_within(10), "no idle timeout")
+        self.assertEqual(self.wait_session_end(c).get("end"), "idle timeout")
+        self.assertEqual(self.subjects("u4"), self.all_but())
+        self.assertEqual(harness.wait_for(lambda: self.seen("u4"), timeout=3), {"m2"})
 
     def test_seen_never(self):
         self.bed.start_postern({"gateway": {"seen": "never"}})
