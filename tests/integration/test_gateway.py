@@ -208,7 +208,8 @@ class GatewayDifferentialTest(harness.BedTestCase):
         # Login included; DELE is taken back by RSET, so nothing changes.
         burst = ["USER alice", "PASS demo", "STAT", "LIST", "UIDL", "RETR 1", "TOP 2 3",
                  "LIST 2", "UIDL 3", "DELE 3", "LIST 3", "STAT", "RETR 3", "RSET", "LIST 3",
-                 "RETR 6", "TOP 7 0", "NOOP", "LIST 999", "RETR x", "TOP 1", "QUIT"]
+                 "RETR 6", "TOP 7 0", "RETR 12", "TOP 12 1", "RETR 5", "NOOP", "LIST 999",
+                 "RETR x", "TOP 1", "QUIT"]
         multi = {"LIST", "UIDL", "RETR", "TOP"}
         answers = []
         for c in (self.direct(), self.gateway()):
