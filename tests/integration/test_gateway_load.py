@@ -30,10 +30,14 @@ SANITIZED = os.environ.get("POSTERN_SANITIZED") == "1"
 MANY = 100000
 HUGE = 100 * MiB
 BIG = 8 * MiB
-# RSS bounds. ASan+UBSan keeps freed memory in quarantine and adds shadow
-# memory: its bounds are looser.
+# RSS bounds. ASan+UBSan keeps freed memory in quarantine (up to 256 MiB by
+# default) and adds shadow memory: its bounds are looser. While the client
+# reads slowly little memory is freed, so that bound stays meaningful under
+# ASan (measured +16 MiB there, +0.7 MiB in Release); at full speed every
+# freed buffer goes to quarantine (+150 MiB), as test_hostile.py allows.
 MANY_RSS_LIMIT = (64 if SANITIZED else 6) * MiB
-HUGE_RSS_LIMIT = (64 if SANITIZED else 4) * MiB
+HUGE_SLOW_RSS_LIMIT = (48 if SANITIZED else 4) * MiB
+HUGE_RSS_LIMIT = (320 if SANITIZED else 4) * MiB
 
 
 def report(text):
@@ -210,13 +214,15 @@ class GatewayLoadTest(harness.BedTestCase):
         fast_s = time.monotonic() - start
         peak = sampler.stop()
         report("100 MiB RETR: RSS baseline %.1f MiB; while reading slowly (%.1f MiB in 6 s) peak "
-               "%+.2f MiB; whole transfer peak %+.2f MiB (limit %d MiB); the rest at %.0f MB/s"
-               % (base / MiB, slow_bytes / MiB, (slow_peak - base) / MiB, (peak - base) / MiB,
-                  HUGE_RSS_LIMIT // MiB, (got - slow_bytes) / max(fast_s, 1e-6) / 1e6))
+               "%+.2f MiB (limit %d MiB); whole transfer peak %+.2f MiB (limit %d MiB); the rest "
+               "at %.0f MB/s" % (base / MiB, slow_bytes / MiB, (slow_peak - base) / MiB,
+                                 HUGE_SLOW_RSS_LIMIT // MiB, (peak - base) / MiB,
+                                 HUGE_RSS_LIMIT // MiB,
+                                 (got - slow_bytes) / max(fast_s, 1e-6) / 1e6))
         self.assertEqual(h.hexdigest(), self.huge_answer_sha, "the answer differs")
         self.assertEqual(c.pop3_raw("NOOP"), b"+OK\r\n")  # nothing after the answer
         self.assertEqual(c.pop3_raw("QUIT"), b"+OK Logging out.\r\n")
-        self.assertLess(slow_peak - base, HUGE_RSS_LIMIT)
+        self.assertLess(slow_peak - base, HUGE_SLOW_RSS_LIMIT)
         self.assertLess(peak - base, HUGE_RSS_LIMIT)
 
     # --- pipelining under backpressure ---
