@@ -8,8 +8,9 @@ client expunges a message mid-session; a pipelined burst gets the same
 answers in the same order.
 
 The one deliberate difference: a message whose very first byte is "." is
-dot-stuffed by the gateway (RFC 1939 section 3 stuffs every line) and not by
-Dovecot 2.3, which starts its stuffing state after the first byte."""
+dot-stuffed by the gateway (RFC 1939 section 3 stuffs every line, the first
+one too) and not by Dovecot 2.3.19, which leaves the first byte of a RETR or
+TOP body unstuffed (protocol/dot_stuffer.h)."""
 
 import hashlib
 import re
