@@ -19,6 +19,7 @@ import unittest
 import harness
 import test_fetchmail
 import test_poplib
+import testbed
 from harness import DIRECT, crlf
 
 USERS = ("alice", "bob", "carol")
@@ -113,7 +114,7 @@ class GatewayClientsTest(harness.BedTestCase):
             os.makedirs(os.path.join(md, sub))
         # getmail6 refuses to deliver as root unless the destination names a
         # user (TESTBED.md); it then writes as that user.
-        uid, gid = __import__("testbed")._mail_ids()
+        uid, gid = testbed._mail_ids()
         for root, dirs, _ in os.walk(home):
             for d in [root] + [os.path.join(root, x) for x in dirs]:
                 os.chown(d, uid, gid)
@@ -127,7 +128,7 @@ class GatewayClientsTest(harness.BedTestCase):
                     "[destination]\ntype = Maildir\npath = %s/\nuser = %s\n"
                     "[options]\nread_all = true\ndelete = false\nreceived = false\n"
                     "delivered_to = false\nmessage_log_syslog = false\nverbose = 2\n"
-                    % (host, port, self.bed.cert, md, testbed_mail_user()))
+                    % (host, port, self.bed.cert, md, testbed.MAIL_USER))
         since = len(self.bed.postern.log())
         r = subprocess.run(["getmail", "--getmaildir", home, "--rcfile", rc], capture_output=True,
                            timeout=120, stdin=subprocess.DEVNULL, env=dict(os.environ, HOME=home))
@@ -203,10 +204,6 @@ class GatewayClientsTest(harness.BedTestCase):
         since = len(self.bed.postern.log())
         self.assert_mailbox("carol", self.poplib_mailbox(p, "carol"), "poplib stls")
         self.assert_through_gateway("carol", since)
-
-
-def testbed_mail_user():
-    return __import__("testbed").MAIL_USER
 
 
 def without_return_path(data):

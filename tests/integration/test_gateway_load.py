@@ -23,6 +23,7 @@ import unittest
 
 import fakes
 import harness
+import testbed
 from harness import DIRECT, crlf, dot_stuff
 
 MiB = 1024 * 1024
@@ -48,7 +49,6 @@ def fill_maildir(dovecot, user, count):
     """`count` small messages written straight into the user's Maildir (cur/,
     sizes in the names, owned by `mail`), faster than one by one. Returns
     their sizes with CRLF line ends, in UID order."""
-    import testbed
     md = dovecot.maildir(user)
     uid, gid = testbed._mail_ids()
     sizes = []
