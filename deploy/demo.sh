@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Postern demo on one machine: a private Dovecot with three users behind
-# postern, on loopback ports, ready for curl (or any mail client).
+# Postern demo on one machine: two private Dovecots behind postern, on
+# loopback ports, ready for curl (or any mail client).
 #
 #   deploy/demo.sh              install dependencies, build, run
 #   deploy/demo.sh --no-build   run with an existing build/postern
 #                               (or the binary named by $POSTERN_BIN)
 #
-# Dovecot: 127.0.0.1:10143 (IMAP), 127.0.0.1:10110 (POP3); users alice, bob,
-# carol, password "demo", each with a few sample messages.
+# Dovecot "store1": 127.0.0.1:10143 (IMAP), 127.0.0.1:10110 (POP3); users
+# alice and bob. Dovecot "imapstore": 127.0.0.1:10144, IMAP only (no POP3
+# server); user carol, whose POP3 postern serves itself, translated onto
+# IMAP (backends[].pop3_mode: gateway). Password "demo", a few sample
+# messages each.
 # postern: 9993 IMAPS, 9143 IMAP+STARTTLS, 9995 POP3S, 9110 POP3+STLS.
-# State lives in .demo/ (git-ignored). Ctrl-C stops postern and Dovecot.
+# State lives in .demo/ (git-ignored). Ctrl-C stops postern and both Dovecots.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +25,7 @@ build=1
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "demo: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
@@ -53,9 +56,10 @@ if [ -f "$demo/postern.pid" ]; then
   fi
   rm -f "$demo/postern.pid"
 fi
-# (testbed.py stops a Dovecot left over in .demo/dovecot itself.)
+# (testbed.py stops a Dovecot left over in .demo/dovecot or .demo/imapstore
+# itself.)
 
-testbed_pid=""
+testbed_pids=()
 postern_pid=""
 cleanup() {
   trap - EXIT INT TERM
@@ -63,28 +67,36 @@ cleanup() {
     kill -TERM "$postern_pid" 2>/dev/null || true
     wait "$postern_pid" 2>/dev/null || true
   fi
-  if [ -n "$testbed_pid" ] && kill -0 "$testbed_pid" 2>/dev/null; then
-    kill -TERM "$testbed_pid" 2>/dev/null || true
-    wait "$testbed_pid" 2>/dev/null || true
-  fi
+  for pid in "${testbed_pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for pid in "${testbed_pids[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
   rm -f "$demo/postern.pid"
-  echo "demo: stopped postern and Dovecot"
+  echo "demo: stopped postern and both Dovecots"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Dovecot's and postern's ports must be free (the Dovecot of an earlier run
+# The Dovecots' and postern's ports must be free (a Dovecot of an earlier run
 # in .demo/ is stopped by testbed.py before it binds).
-busy=$("$python" - "$demo/dovecot/run/master.pid" <<'EOF'
+busy=$("$python" - "$demo/dovecot/run/master.pid" "$demo/imapstore/run/master.pid" <<'EOF'
 import os, socket, sys
-mine = False
-try:
-    os.kill(int(open(sys.argv[1]).read()), 0)
-    mine = True
-except (OSError, ValueError):
-    pass
-ports = [9993, 9143, 9995, 9110] + ([] if mine else [10143, 10110])
+
+def mine(pidfile):
+    try:
+        os.kill(int(open(pidfile).read()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+ports = [9993, 9143, 9995, 9110]
+ports += [] if mine(sys.argv[1]) else [10143, 10110]
+ports += [] if mine(sys.argv[2]) else [10144]
 busy = []
 for p in ports:
     with socket.socket() as s:
@@ -101,27 +113,37 @@ if [ -n "$busy" ]; then
   exit 1
 fi
 
-echo "demo: starting Dovecot (127.0.0.1:10143 IMAP, 127.0.0.1:10110 POP3)"
-rm -f "$demo/dovecot.ready"
-"$python" deploy/testbed.py dovecot --dir "$demo/dovecot" --imap-port 10143 --pop3-port 10110 \
-  --users alice,bob,carol --password demo --ready-file "$demo/dovecot.ready" \
-  > "$demo/testbed.log" 2>&1 &
-testbed_pid=$!
-for _ in $(seq 150); do
-  [ -s "$demo/dovecot.ready" ] && break
-  if ! kill -0 "$testbed_pid" 2>/dev/null; then
-    echo "demo: Dovecot did not start:" >&2
-    cat "$demo/testbed.log" >&2
+# start_dovecot NAME DIR ARGS...: a testbed.py Dovecot in the background,
+# waited for (30 s at most).
+start_dovecot() {
+  local name=$1 dir=$2
+  shift 2
+  rm -f "$demo/$name.ready"
+  "$python" deploy/testbed.py dovecot --dir "$dir" --password demo \
+    --ready-file "$demo/$name.ready" "$@" > "$demo/$name.log" 2>&1 &
+  testbed_pids+=($!)
+  local pid=$!
+  for _ in $(seq 150); do
+    [ -s "$demo/$name.ready" ] && break
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "demo: Dovecot $name did not start:" >&2
+      cat "$demo/$name.log" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+  if [ ! -s "$demo/$name.ready" ]; then
+    echo "demo: Dovecot $name not ready after 30 s:" >&2
+    cat "$demo/$name.log" >&2
     exit 1
   fi
-  sleep 0.2
-done
-if [ ! -s "$demo/dovecot.ready" ]; then
-  echo "demo: Dovecot not ready after 30 s:" >&2
-  cat "$demo/testbed.log" >&2
-  exit 1
-fi
-sed 's/^/  /' "$demo/testbed.log"
+  sed 's/^/  /' "$demo/$name.log"
+}
+
+echo "demo: starting Dovecot store1 (127.0.0.1:10143 IMAP, 127.0.0.1:10110 POP3) for alice and bob"
+start_dovecot store1 "$demo/dovecot" --imap-port 10143 --pop3-port 10110 --users alice,bob
+echo "demo: starting Dovecot imapstore (127.0.0.1:10144 IMAP only, no POP3) for carol"
+start_dovecot imapstore "$demo/imapstore" --imap-port 10144 --protocols imap --users carol
 
 "$python" deploy/testbed.py cert --dir "$demo" > /dev/null
 cat > "$demo/postern.yaml" <<'EOF'
@@ -136,9 +158,13 @@ tls:
   certificate: cert.pem      # self-signed, for localhost and 127.0.0.1
   key: cert-key.pem
 backends:
-  - { name: dovecot, address: 127.0.0.1, imap_port: 10143, pop3_port: 10110 }
+  - { name: store1, address: 127.0.0.1, imap_port: 10143, pop3_port: 10110 }
+  # IMAP only: POP3 clients of its users are served by postern's
+  # POP3-to-IMAP gateway over its IMAP port.
+  - { name: imapstore, address: 127.0.0.1, imap_port: 10144, pop3_mode: gateway }
 routing:
-  default_backend: dovecot
+  default_backend: store1
+  users: { carol: imapstore }
 timeouts:
   shutdown_grace: 2s         # Ctrl-C: open sessions get 2 s to finish
 log:
@@ -159,8 +185,17 @@ demo: postern is starting. Try, from another terminal (-k: the certificate is se
   curl --ssl-reqd -k pop3://127.0.0.1:9110/ -u alice:demo
   openssl s_client -quiet -connect 127.0.0.1:9993     (then: a LOGIN alice demo)
 
-Config: .demo/postern.yaml   Dovecot log: .demo/dovecot/dovecot.log
-Ctrl-C stops postern and Dovecot.
+carol's store speaks only IMAP; her POP3 goes through postern's POP3-to-IMAP gateway:
+
+  curl -k pop3s://127.0.0.1:9995/ -u carol:demo
+  curl -k pop3s://127.0.0.1:9995/1 -u carol:demo
+  curl --ssl-reqd -k pop3://127.0.0.1:9110/2 -u carol:demo
+  curl -k pop3s://127.0.0.1:9995/ -u carol:demo -X UIDL
+  openssl s_client -quiet -connect 127.0.0.1:9995     (then: USER carol, PASS demo, LIST, TOP 1 0, QUIT)
+
+Config: .demo/postern.yaml
+Dovecot logs: .demo/dovecot/dovecot.log (alice, bob), .demo/imapstore/dovecot.log (carol)
+Ctrl-C stops postern and both Dovecots.
 
 EOF
 

@@ -17,7 +17,7 @@ packages=(
   libbenchmark-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libhiredis-dev
   libcrypt-dev libargon2-dev libhttp-parser-dev
   # test backend, real clients and tools used by the tests and the demo
-  dovecot-core dovecot-imapd dovecot-pop3d curl fetchmail mpop python3
+  dovecot-core dovecot-imapd dovecot-pop3d curl fetchmail mpop getmail6 python3
   # routing_test starts its own redis-server (own config, dir and loopback port)
   redis-server
   openssl procps iproute2 ca-certificates

@@ -5,9 +5,12 @@ Importable (the integration tests use it) and a small CLI (the demo uses it).
 Standard library only.
 
     Dovecot(workdir, imap_port=0, pop3_port=0, users=("alice", "bob", "carol"),
-            password="demo", extra_messages=None)
+            password="demo", extra_messages=None, protocols=("imap", "pop3"),
+            extra_conf="")
         A private Dovecot 2.3 instance: own config, base_dir, state_dir, logs
         and Maildirs under workdir, on loopback ports (0 picks free ones).
+        protocols=("imap",) makes an IMAP-only store (no POP3 listener);
+        extra_conf is appended to its dovecot.conf.
     make_cert(dir) -> (cert_path, key_path)
         Self-signed EC P-256 certificate for localhost / 127.0.0.1.
     Postern(binary, workdir, config)
@@ -15,6 +18,7 @@ Standard library only.
 
 CLI:
     testbed.py dovecot --dir DIR --imap-port 10143 --pop3-port 10110
+    testbed.py dovecot --dir DIR --imap-port 10144 --protocols imap --users carol
     testbed.py cert --dir DIR
 """
 
@@ -190,7 +194,8 @@ class Dovecot:
                  users=("alice", "bob", "carol"), password="demo",
                  extra_messages=None, password_scheme="PLAIN",
                  ssl_cert=None, ssl_key=None, imaps_port=None, pop3s_port=None,
-                 start=True, auth_failure_delay="0", passwords=None):
+                 start=True, auth_failure_delay="0", passwords=None,
+                 protocols=("imap", "pop3"), extra_conf=""):
         """Prepares (and by default starts) the instance.
 
         extra_messages: {user: [size_in_bytes, ...]} random messages added to
@@ -200,6 +205,10 @@ class Dovecot:
         ssl_cert/ssl_key: when given, Dovecot also speaks STARTTLS/STLS and
             runs IMAPS/POP3S listeners (used to run the integration tests
             directly against Dovecot). Otherwise ssl = no.
+        protocols: the services Dovecot runs; ("imap",) is an IMAP-only store
+            (no POP3 listener at all; pop3_port is then unused).
+        extra_conf: lines appended to dovecot.conf (later settings win), e.g.
+            'imap_capability = ...' to hide an extension.
         """
         self.workdir = os.path.abspath(workdir)
         self.host = "127.0.0.1"
@@ -211,6 +220,10 @@ class Dovecot:
         self.ssl_cert = ssl_cert
         self.ssl_key = ssl_key
         self.auth_failure_delay = auth_failure_delay
+        self.protocols = tuple(protocols)
+        if not self.protocols or not set(self.protocols) <= {"imap", "pop3"}:
+            raise ValueError("protocols: imap and/or pop3, got %r" % (protocols,))
+        self.extra_conf = extra_conf
         self._auto_ports = imap_port == 0 or pop3_port == 0
         self.imap_port = imap_port or free_port()
         self.pop3_port = pop3_port or free_port()
@@ -285,6 +298,25 @@ class Dovecot:
                          "ssl_min_protocol = TLSv1.2\n" % (self.ssl_cert, self.ssl_key))
             imaps = "port = %d" % self.imaps_port
             pop3s = "port = %d" % self.pop3s_port
+        pop3_services = ""
+        if "pop3" in self.protocols:
+            pop3_services = f"""service pop3-login {{
+  inet_listener pop3 {{
+    port = {self.pop3_port}
+  }}
+  inet_listener pop3s {{
+    {pop3s}
+  }}
+  service_count = 0
+  process_min_avail = 1
+  client_limit = 4000
+  process_limit = 2
+  vsz_limit = 1G
+}}
+service pop3 {{
+  process_limit = 2000
+}}
+"""
         conf = f"""# Written by deploy/testbed.py; private test instance.
 instance_name = {self.instance}
 base_dir = {self.base_dir}
@@ -292,7 +324,7 @@ state_dir = {self.state_dir}
 log_path = {self.log_path}
 info_log_path = {self.log_path}
 debug_log_path = {self.log_path}
-protocols = imap pop3
+protocols = {" ".join(self.protocols)}
 listen = {self.host}
 {ssl_block}disable_plaintext_auth = no
 auth_mechanisms = plain login
@@ -329,23 +361,7 @@ service imap-login {{
   process_limit = 2
   vsz_limit = 1G
 }}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {self.pop3_port}
-  }}
-  inet_listener pop3s {{
-    {pop3s}
-  }}
-  service_count = 0
-  process_min_avail = 1
-  client_limit = 4000
-  process_limit = 2
-  vsz_limit = 1G
-}}
-service imap {{
-  process_limit = 2000
-}}
-service pop3 {{
+{pop3_services}service imap {{
   process_limit = 2000
 }}
 service anvil {{
@@ -358,6 +374,8 @@ service anvil {{
 default_process_limit = 2000
 default_client_limit = 4000
 """
+        if self.extra_conf:
+            conf += "# extra_conf\n" + self.extra_conf.rstrip("\n") + "\n"
         with open(self.conf_path, "w") as f:
             f.write(conf)
 
@@ -389,13 +407,14 @@ default_client_limit = 4000
             "Content-Type: text/plain; charset=us-ascii\n"
             "\n" + body).encode("ascii")
 
-    def _write_message(self, user, data):
+    def _write_message(self, user, data, sizes=True):
         """Writes a message (LF line ends) into cur/ and returns its path.
 
         The name carries a timestamp that grows with every message, so Dovecot
         assigns UIDs in the order messages were added (and messages() can
         list them in UID order); S= and W= give the sizes with LF and CRLF
-        line ends.
+        line ends (sizes=False leaves them out: Dovecot then reads the file
+        to compute them, right for any line ends).
         """
         md = self.maildir(user)
         self._seq += 1
@@ -403,8 +422,11 @@ default_client_limit = 4000
         # itself later (APPEND) are named by the current time and sort after.
         stamp = 1700000000 + self._seq
         uniq = "M%dP%dQ%d" % (self._seq, os.getpid(), self.imap_port)
-        name = "%d.%s.testbed,S=%d,W=%d:2," % (stamp, uniq, len(data),
-                                               len(data) + data.count(b"\n"))
+        if sizes:
+            name = "%d.%s.testbed,S=%d,W=%d:2," % (stamp, uniq, len(data),
+                                                   len(data) + data.count(b"\n"))
+        else:
+            name = "%d.%s.testbed:2," % (stamp, uniq)
         tmp = os.path.join(md, "tmp", name)
         with open(tmp, "wb") as f:
             f.write(data)
@@ -414,6 +436,13 @@ default_client_limit = 4000
         path = os.path.join(md, "cur", name)
         os.rename(tmp, path)
         return path
+
+    def add_raw_message(self, user, data):
+        """Adds a message of exactly these bytes (any line ends, 8-bit, no
+        final newline...) and returns the path of its Maildir file. Dovecot
+        picks it up at its next sync, even while it runs."""
+        lf_only = b"\r" not in data
+        return self._write_message(user, data, sizes=lf_only)
 
     def add_message(self, user, nbytes, seed=None):
         """Adds a message of exactly nbytes (random printable lines, LF ends).
@@ -501,9 +530,13 @@ default_client_limit = 4000
                 raise
 
     def _wait_ready(self, timeout):
-        ports = [(self.imap_port, b"* OK"), (self.pop3_port, b"+OK")]
+        ports = [(self.imap_port, b"* OK")]
         if self.ssl_cert:
-            ports += [(self.imaps_port, None), (self.pop3s_port, None)]
+            ports.append((self.imaps_port, None))
+        if "pop3" in self.protocols:
+            ports.append((self.pop3_port, b"+OK"))
+            if self.ssl_cert:
+                ports.append((self.pop3s_port, None))
         deadline = time.monotonic() + timeout
         for port, prefix in ports:
             while True:
@@ -819,18 +852,24 @@ def _cmd_dovecot(args):
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    protocols = tuple(p for p in args.protocols.replace(",", " ").split() if p)
     dv = Dovecot(d, imap_port=args.imap_port, pop3_port=args.pop3_port, users=users,
-                 password=args.password)
+                 password=args.password, protocols=protocols)
     try:
-        print("testbed: dovecot %s running: IMAP %s:%d, POP3 %s:%d" %
-              (dv.instance, dv.host, dv.imap_port, dv.host, dv.pop3_port), flush=True)
+        if "pop3" in protocols:
+            print("testbed: dovecot %s running: IMAP %s:%d, POP3 %s:%d" %
+                  (dv.instance, dv.host, dv.imap_port, dv.host, dv.pop3_port), flush=True)
+        else:
+            print("testbed: dovecot %s running: IMAP %s:%d (IMAP only, no POP3)" %
+                  (dv.instance, dv.host, dv.imap_port), flush=True)
         print("testbed: users %s, password %r; Maildirs under %s; log %s" %
               (", ".join(users), args.password, dv.home_root, dv.log_path), flush=True)
         for u in users:
             print("testbed:   %s: %d messages" % (u, len(dv.messages(u))), flush=True)
         if args.ready_file:
             with open(args.ready_file, "w") as f:
-                f.write("%d %d\n" % (dv.imap_port, dv.pop3_port))
+                f.write("%d %d\n" % (dv.imap_port,
+                                      dv.pop3_port if "pop3" in protocols else 0))
         while not stop_event.wait(0.5):
             if not dv.running():
                 print("testbed: dovecot exited unexpectedly; log:\n" + dv._log_tail(),
@@ -856,6 +895,8 @@ def main(argv=None):
     d.add_argument("--dir", required=True, help="work directory (wiped and recreated)")
     d.add_argument("--imap-port", type=int, default=10143)
     d.add_argument("--pop3-port", type=int, default=10110)
+    d.add_argument("--protocols", default="imap pop3",
+                   help='"imap pop3" (default) or "imap" for an IMAP-only store')
     d.add_argument("--users", default="alice,bob,carol")
     d.add_argument("--password", default="demo")
     d.add_argument("--ready-file", help="written with the ports once Dovecot serves")

@@ -560,6 +560,11 @@ void Pop3Gateway::OnTagged(const ImapStatusResponse& r) {
       }
       EndBody();
       break;
+    case Op::kSync:
+      if (!ok) update_failed_ = true;
+      step_ = update_failed_ ? Step::kAnswer : Step::kSearch;
+      NextUpdateStep();
+      return;
     case Op::kSearchDeleted:
       if (!ok) update_failed_ = true;
       step_ = update_failed_ || others_deleted_ ? Step::kAnswer : Step::kStoreDeleted;
@@ -994,9 +999,20 @@ void Pop3Gateway::NextUpdateStep() {
           // Dovecot ignores deletions in a read-only mailbox silently.
           step_ = Step::kAnswer;
         } else {
-          step_ = uid_expunge_ ? Step::kStoreDeleted : Step::kSearch;
+          step_ = uid_expunge_ ? Step::kStoreDeleted : Step::kSync;
         }
         continue;
+      case Step::kSync:
+        // Dovecot runs a command on the session's view of the mailbox and
+        // syncs what other sessions changed only after it (their FETCH
+        // FLAGS follow the SEARCH results), while EXPUNGE acts on the
+        // mailbox itself: a \Deleted flag set elsewhere since our last
+        // command would be missed by the SEARCH and its message expunged
+        // by ours. A NOOP syncs first (RFC 3501 section 6.1.2); what another
+        // client flags between it and the EXPUNGE is the race RFC 4315
+        // section 2.1 warns of.
+        Command(Op::kSync, "NOOP");
+        return;
       case Step::kSearch:
         // Without UIDPLUS, EXPUNGE removes every \Deleted message: only
         // when ours are the only ones (RFC 4315 section 2.1, DIGEST c.4).

@@ -21,9 +21,10 @@
 //    missing UID answers OK without data, RFC 3501 section 6.4.8).
 //  - DELE marks; RSET unmarks. A clean QUIT stores \Deleted on exactly the
 //    marked UIDs and expunges exactly those: UID EXPUNGE with UIDPLUS
-//    (RFC 4315 section 2.1); without it, UID SEARCH DELETED first and a plain
-//    EXPUNGE only when no other message carries \Deleted, else "-ERR" and no
-//    \Deleted is stored. A dropped connection deletes nothing (RFC 1939
+//    (RFC 4315 section 2.1); without it, NOOP (Dovecot's SEARCH misses
+//    flags other sessions set until the view syncs) and UID SEARCH DELETED
+//    first, and a plain EXPUNGE only when no other message carries \Deleted,
+//    else "-ERR" and no \Deleted is stored. A dropped connection deletes nothing (RFC 1939
 //    section 6).
 //  - \Seen as Dovecot's POP3 server sets it by default: RETR (not TOP) marks
 //    the message, the flag is stored at QUIT or when the session ends, RSET
@@ -203,6 +204,7 @@ class Pop3Gateway : private ImapResponseHandler {
     kRetr,
     kTopHeader,
     kTopText,
+    kSync,
     kSearchDeleted,
     kStoreSeen,
     kStoreDeleted,
@@ -304,7 +306,7 @@ class Pop3Gateway : private ImapResponseHandler {
   size_t listing_next_ = 0;
 
   // QUIT.
-  enum class Step : uint8_t { kSeen, kSearch, kStoreDeleted, kExpunge, kAnswer };
+  enum class Step : uint8_t { kSeen, kSync, kSearch, kStoreDeleted, kExpunge, kAnswer };
   Step step_ = Step::kSeen;
   size_t update_cursor_ = 0;
   bool others_deleted_ = false;

@@ -51,25 +51,31 @@ void Gateway::Step(F&& call) {
   if (finished_) return;
   busy_ = true;
   call();
-  Flush();
-  // The client drained while we were busy (OnDrained came from inside the
-  // flush): the translator goes on, as often as that happens.
-  while (resume_ && !finished_ && !client_gone_) {
+  bool wrote = Flush();
+  // The translator goes on when the client drained while we were busy
+  // (OnDrained came from inside the flush), and also when what this step
+  // wrote went to the connection without passing its high watermark: the
+  // translator stops once ClientBacklog() passes max_reply_backlog, and
+  // ClientBacklog() counts out_, which the connection does not see; no
+  // OnDrained would ever come for those bytes (pipelined commands behind a
+  // RETR of more than 4 KiB then waited forever).
+  while (!finished_ && !client_gone_ && (resume_ || (wrote && !client_.above_high_watermark()))) {
     resume_ = false;
     gw_.Resume(client_.input());
-    Flush();
+    wrote = Flush();
   }
   busy_ = false;
   Settle();
 }
 
-void Gateway::Flush() {
-  if (out_.empty()) return;
+bool Gateway::Flush() {
+  if (out_.empty()) return false;
   if (client_gone_ || finished_) {
     out_.Clear();
-    return;
+    return false;
   }
   client_.Write(out_);
+  return true;
 }
 
 void Gateway::Settle() {

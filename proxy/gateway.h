@@ -56,7 +56,8 @@ class Gateway final : public Stage, public ConnectionHandler, private Pop3Gatewa
   // settles reading on both sides; drains that happened meanwhile resume it.
   template <typename F>
   void Step(F&& call);
-  void Flush();
+  // Hands out_ to the client; true when there was something to write.
+  bool Flush();
   void Settle();
   void StartCleanupTimer();
 

@@ -91,7 +91,13 @@ LISTENERS = {
 class Bed:
     """One Dovecot and (unless direct) one postern, in a temp dir."""
 
-    def __init__(self, name, postern_overrides=None, dovecot_kwargs=None, start_postern=True):
+    def __init__(self, name, postern_overrides=None, dovecot_kwargs=None, start_postern=True,
+                 gateway_users=()):
+        """gateway_users: users routed to a second backend on the same Dovecot
+        with pop3_mode: gateway (their POP3 is served by postern's
+        POP3-to-IMAP gateway over Dovecot's IMAP); the others stay on the
+        relay backend "dovecot"."""
+        self.gateway_users = tuple(gateway_users)
         self.tmp = tempfile.mkdtemp(prefix="postern-it-%s-" % name)
         os.chmod(self.tmp, 0o755)
         self.cert, self.key = testbed.make_cert(os.path.join(self.tmp, "tls"))
@@ -135,6 +141,11 @@ class Bed:
             "abuse": {"enabled": False},
             "log": {"level": "info"},
         }
+        if self.gateway_users:
+            gw = dict(cfg["backends"][0], name="gateway", pop3_mode="gateway")
+            cfg["backends"].append(gw)
+            for u in self.gateway_users:
+                cfg["routing"]["users"][u] = "gateway"
         return deep_merge(deep_merge(cfg, self.postern_overrides), overrides)
 
     def start_postern(self, overrides=None):
@@ -195,12 +206,14 @@ class BedTestCase(unittest.TestCase):
 
     postern_overrides = {}
     dovecot_kwargs = {}
+    gateway_users = ()  # Bed(gateway_users=...): POP3 through the gateway
     bed = None
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.bed = Bed(cls.__name__, cls.postern_overrides, cls.dovecot_kwargs)
+        cls.bed = Bed(cls.__name__, cls.postern_overrides, cls.dovecot_kwargs,
+                      gateway_users=cls.gateway_users)
         cls.addClassCleanup(cls.bed.close)
 
     def tearDown(self):
@@ -389,6 +402,35 @@ class Conn:
     def pop3(self, command, timeout=None):
         self.send(command + "\r\n")
         return self.readline(timeout)
+
+    def pop3_raw(self, command, multiline=False, timeout=None):
+        """Sends a POP3 command and returns its whole answer as sent: the
+        first line and, for a positive answer to a multi-line command, the
+        body (still dot-stuffed) through the terminating ".\r\n"."""
+        self.send(command + "\r\n")
+        first = self.readline(timeout)
+        if not (multiline and first.startswith(b"+OK")):
+            return first
+        return first + self.pop3_raw_body(timeout)
+
+    def pop3_raw_body(self, timeout=None):
+        """The rest of a multi-line answer after its first line, as sent,
+        through the terminating ".\r\n" (which starts a line)."""
+        start = 0
+        while True:
+            if self.buf.startswith(b".\r\n"):
+                end = 3
+                break
+            i = self.buf.find(b"\r\n.\r\n", start)
+            if i >= 0:
+                end = i + 5
+                break
+            start = max(0, len(self.buf) - 4)
+            if not self._fill(timeout):
+                raise Closed("closed inside a multi-line answer after %d bytes" % len(self.buf))
+        data = bytes(self.buf[:end])
+        del self.buf[:end]
+        return data
 
     def pop3_multiline(self, timeout=None):
         """Lines of a multi-line answer after its +OK line, dot-unstuffed,

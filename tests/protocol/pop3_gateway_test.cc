@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
@@ -30,6 +31,11 @@ class FakeImap {
     std::string body;
     std::set<std::string> flags;
     bool expunged_elsewhere = false;  // gone from the server, still in the gateway's table
+    // Set by another session since our last command. As in Dovecot, a
+    // command runs on our view first (SEARCH does not see them), then the
+    // view syncs (they become `flags`, announced by an untagged FETCH before
+    // the tagged answer); EXPUNGE acts on the store itself and sees them.
+    std::set<std::string> unsynced_flags;
   };
   std::vector<Msg> msgs;
   uint32_t uidvalidity = 1796135574;
@@ -43,6 +49,23 @@ class FakeImap {
   std::map<std::string, std::string> fail;  // command prefix -> tagged answer
 
   std::string Answer(const std::string& line) {
+    std::string out = Run(line);
+    // The view syncs at the end of every command.
+    std::string sync;
+    std::vector<Msg*> live = Live();
+    for (size_t i = 0; i < live.size(); ++i) {
+      if (live[i]->unsynced_flags.empty()) continue;
+      live[i]->flags.insert(live[i]->unsynced_flags.begin(), live[i]->unsynced_flags.end());
+      live[i]->unsynced_flags.clear();
+      absl::StrAppend(&sync, "* ", i + 1, " FETCH (FLAGS (", absl::StrJoin(live[i]->flags, " "),
+                      "))\r\n");
+    }
+    const size_t tagged = out.rfind("\r\n", out.size() - 3);
+    out.insert(tagged == std::string::npos ? 0 : tagged + 2, sync);
+    return out;
+  }
+
+  std::string Run(const std::string& line) {
     const size_t sp = line.find(' ');
     const std::string tag = line.substr(0, sp);
     const std::string cmd = line.substr(sp + 1, line.size() - sp - 3);  // no CRLF
@@ -125,6 +148,7 @@ class FakeImap {
       Expunge([](const Msg&) { return true; }, &out);
       return absl::StrCat(out, tag, " OK Expunge completed.\r\n");
     }
+    if (cmd == "NOOP") return absl::StrCat(out, tag, " OK NOOP completed.\r\n");
     if (cmd == "UID SEARCH DELETED") {
       out += "* SEARCH";
       for (Msg* m : Live()) {
@@ -181,7 +205,8 @@ class FakeImap {
       std::vector<Msg*> live = Live();
       bool removed = false;
       for (size_t s = 0; s < live.size(); ++s) {
-        if (live[s]->flags.count("\\Deleted") && pick(*live[s])) {
+        if ((live[s]->flags.count("\\Deleted") || live[s]->unsynced_flags.count("\\Deleted")) &&
+            pick(*live[s])) {
           absl::StrAppend(out, "* ", s + 1, " EXPUNGE\r\n");
           const uint32_t uid = live[s]->uid;
           msgs.erase(
@@ -258,7 +283,7 @@ struct Session {
     return host.client;
   }
   void AddMessage(uint32_t uid, std::string body) {
-    server.msgs.push_back({uid, std::move(body), {}});
+    server.msgs.push_back({uid, std::move(body), {}, false, {}});
   }
 };
 
@@ -431,9 +456,10 @@ TEST(Pop3GatewayTest, DeleQuitWithoutUidplus) {
   EXPECT_EQ(s.Client("DELE 1\r\nDELE 3\r\nQUIT\r\n"),
             "+OK Marked to be deleted.\r\n+OK Marked to be deleted.\r\n"
             "+OK Logging out, messages deleted.\r\n");
-  EXPECT_EQ(s.server.commands[2], "UID SEARCH DELETED");
-  EXPECT_EQ(s.server.commands[3], "UID STORE 1,3 +FLAGS.SILENT (\\Deleted)");
-  EXPECT_EQ(s.server.commands[4], "EXPUNGE");
+  EXPECT_EQ(s.server.commands[2], "NOOP");
+  EXPECT_EQ(s.server.commands[3], "UID SEARCH DELETED");
+  EXPECT_EQ(s.server.commands[4], "UID STORE 1,3 +FLAGS.SILENT (\\Deleted)");
+  EXPECT_EQ(s.server.commands[5], "EXPUNGE");
   ASSERT_EQ(s.server.msgs.size(), 1u);
   EXPECT_EQ(s.server.msgs[0].uid, 2u);
 }
@@ -447,9 +473,43 @@ TEST(Pop3GatewayTest, WithoutUidplusOtherDeletedMessagesBlockTheExpunge) {
   EXPECT_EQ(s.Client("DELE 1\r\nQUIT\r\n"),
             "+OK Marked to be deleted.\r\n-ERR [SYS/TEMP] Deleted messages not removed: other "
             "messages in the mailbox are flagged \\Deleted.\r\n");
-  EXPECT_EQ(s.server.commands[2], "UID SEARCH DELETED");
-  EXPECT_EQ(s.server.commands[3], "LOGOUT");
+  EXPECT_EQ(s.server.commands[2], "NOOP");
+  EXPECT_EQ(s.server.commands[3], "UID SEARCH DELETED");
+  EXPECT_EQ(s.server.commands[4], "LOGOUT");
   EXPECT_EQ(s.server.msgs.size(), 3u);
+  EXPECT_FALSE(s.server.msgs[0].flags.count("\\Deleted"));
+}
+
+TEST(Pop3GatewayTest, WithoutUidplusDeletedFlagSetElsewhereMidSessionBlocksTheExpunge) {
+  // Another IMAP client flags message 2 \Deleted while the POP3 session
+  // runs. Dovecot's SEARCH runs on the session's view before it syncs, and
+  // its EXPUNGE then removes every \Deleted message: the gateway syncs
+  // (NOOP) before it searches, so it sees the flag and expunges nothing
+  // (tests/integration/test_gateway_update.py shows it with Dovecot).
+  Session s;
+  s.caps = {"IMAP4rev1"};
+  for (uint32_t u = 1; u <= 3; ++u) s.AddMessage(u, Msg(u));
+  s.Start();
+  s.server.msgs[1].unsynced_flags.insert("\\Deleted");
+  EXPECT_EQ(s.Client("DELE 1\r\nQUIT\r\n"),
+            "+OK Marked to be deleted.\r\n-ERR [SYS/TEMP] Deleted messages not removed: other "
+            "messages in the mailbox are flagged \\Deleted.\r\n");
+  EXPECT_EQ(s.server.msgs.size(), 3u);
+  EXPECT_FALSE(s.server.msgs[0].flags.count("\\Deleted"));
+  EXPECT_TRUE(s.server.msgs[1].flags.count("\\Deleted"));
+}
+
+TEST(Pop3GatewayTest, WithoutUidplusFailedSyncDeletesNothing) {
+  Session s;
+  s.caps = {"IMAP4rev1"};
+  for (uint32_t u = 1; u <= 2; ++u) s.AddMessage(u, Msg(u));
+  s.Start();
+  s.server.fail["NOOP"] = "NO Sync failed";
+  EXPECT_EQ(s.Client("DELE 1\r\nQUIT\r\n"),
+            "+OK Marked to be deleted.\r\n-ERR [SYS/TEMP] Some deleted messages were not "
+            "removed.\r\n");
+  EXPECT_EQ(s.server.commands.back(), "LOGOUT");
+  EXPECT_EQ(s.server.msgs.size(), 2u);
   EXPECT_FALSE(s.server.msgs[0].flags.count("\\Deleted"));
 }
 
