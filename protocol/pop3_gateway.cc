@@ -314,11 +314,11 @@ void Pop3Gateway::Resume(Buffer& in) {
   ProcessClient();
 }
 
-void Pop3Gateway::ClientGone() {
+void Pop3Gateway::ClientGone(absl::string_view reason) {
   if (phase_ == Phase::kDone || client_gone_) return;
   client_gone_ = true;
   client_in_ = nullptr;
-  if (finish_reason_.empty()) finish_reason_ = "client: gone";
+  if (finish_reason_.empty()) finish_reason_ = std::string(reason);
   if (phase_ == Phase::kIdle) {
     Done(finish_reason_);
     return;

@@ -167,7 +167,7 @@ class Pop3Gateway : private ImapResponseHandler {
   // \Seen flags are still stored (as Dovecot's POP3 server does when a
   // session ends), then LOGOUT; Finish() once the backend answered (the host
   // bounds this with a timer).
-  void ClientGone();
+  void ClientGone(absl::string_view reason = "client: gone");
   // The server stops: the answer in progress (a RETR, TOP or listing) is
   // completed, no further command is read, `notice` (a whole "-ERR ...\r\n"
   // line) is sent, and the session ends as after ClientGone() (nothing

@@ -557,10 +557,10 @@ absl::StatusOr<ListenerConfig> Parser::ParseListener(const YAML::Node& node,
                                                      const std::string& path,
                                                      int fallback_line) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
-      Mapping m, ReadMapping(node, path, fallback_line,
-                             {"name", "protocol", "address", "tls", "allow_plaintext_auth",
-                              "backlog", "directory", "sasl_mechanisms", "proxy_protocol",
-                              "trusted_networks"}));
+      Mapping m,
+      ReadMapping(node, path, fallback_line,
+                  {"name", "protocol", "address", "tls", "allow_plaintext_auth", "backlog",
+                   "directory", "sasl_mechanisms", "proxy_protocol", "trusted_networks"}));
   ListenerConfig l;
   const Field* protocol = m.Find("protocol");
   if (protocol == nullptr) return Missing(m, "protocol");

@@ -1,8 +1,10 @@
 #include "proxy/connection.h"
 
 #include <arpa/inet.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -328,7 +330,18 @@ void Connection::Write(absl::string_view data) {
   Flush();
 }
 
+void Connection::Uncork() {
+  if (!corked_) return;
+  corked_ = false;
+  if (!out_.empty()) Flush();
+}
+
+bool Connection::SetNotSentLowat(int fd, uint32_t bytes) {
+  return setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &bytes, sizeof(bytes)) == 0;
+}
+
 void Connection::Flush() {
+  if (corked_) return;
   if (!want_write_) StartWrites();
   // Watermarks are judged on every change, also while the kernel is full
   // (skipping them then once lost the OnDrained that resumes the peer).
@@ -443,6 +456,7 @@ std::string Connection::PeerAddress() const {
 void Connection::Close(bool abort) {
   if (closing_) return;
   closing_ = true;
+  corked_ = false;  // what was queued goes out with the close
   handler_ = nullptr;
   raw_ = false;
   raw_write_wait_ = false;
@@ -454,10 +468,11 @@ void Connection::Close(bool abort) {
   uv_timer_init(poller_->loop(), &closing_state_->linger);
   closing_state_->linger.data = this;
   uv_timer_start(
-      &closing_state_->linger, [](uv_timer_t* t) { static_cast<Connection*>(t->data)->Abandon(); },
-      linger_ms_, 0);
+      &closing_state_->linger,
+      [](uv_timer_t* t) { static_cast<Connection*>(t->data)->Abandon(/*reset=*/true); }, linger_ms_,
+      0);
   if (abort || fd_ < 0 || connecting_ || (ended_ && out_.empty())) {
-    Abandon();
+    Abandon(/*reset=*/abort);
     return;
   }
   if (engine_ && engine_->handshake_done()) {
@@ -469,7 +484,17 @@ void Connection::Close(bool abort) {
   Flush();
 }
 
-void Connection::Abandon() {
+void Connection::Abandon(bool reset) {
+  int unsent = 0;
+  if (reset && fd_ >= 0 &&
+      (!out_.empty() || want_write_ || (ioctl(fd_, SIOCOUTQ, &unsent) == 0 && unsent > 0))) {
+    // Giving up with bytes unsent (the peer does not read, the linger ran
+    // out): a reset frees them at once, where a FIN would wait behind them
+    // in the kernel for as long as the peer keeps the connection (nginx's
+    // reset_timedout_connection).
+    linger lg{1, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  }
   out_.Clear();
   want_write_ = false;
   reading_ = false;

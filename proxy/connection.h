@@ -110,6 +110,17 @@ class Connection final : private Poller::Watcher {
   // OnEnd gets `reason`.
   void Fail(absl::string_view reason);
 
+  // While corked, writes are queued and handed to the kernel together at
+  // Uncork() (one sendmsg for a batch of replies).
+  void Cork() { corked_ = true; }
+  void Uncork();
+  // TCP_NOTSENT_LOWAT (bytes the kernel may hold unsent for this socket; 0:
+  // the system default). Before login Postern keeps it at
+  // limits.max_pending_replies (set on the listening socket, inherited), so
+  // a client that does not read cannot make the kernel hold megabytes of
+  // replies for it either; the relay restores the default.
+  static bool SetNotSentLowat(int fd, uint32_t bytes);
+
   // Queues plaintext (moved out of `data`), encrypting it when TLS is on.
   void Write(Buffer& data);
   void Write(absl::string_view data);
@@ -184,7 +195,9 @@ class Connection final : private Poller::Watcher {
   void FinishClose();
   // Closing, and nothing more is flushed or read (abort, linger timer
   // expired, write error): FinishClose closes the socket at once.
-  void Abandon();
+  // `reset`: we give up on a peer that does not take our bytes (the linger
+  // ran out, an abort): if any are still unsent, the socket is reset.
+  void Abandon(bool reset = false);
   Buffer& ReadTarget() { return engine_ ? engine_->cipher_in() : input_; }
 
   // Only a closing connection needs a timer (its linger); it also frees the
@@ -226,6 +239,7 @@ class Connection final : private Poller::Watcher {
   bool ended_ : 1 = false;  // peer EOF/error seen
   bool shutdown_sent_ : 1 = false;
   bool registered_ : 1 = false;  // the fd is in the poller's epoll set
+  bool corked_ : 1 = false;
   uint64_t bytes_in_ = 0;
   uint64_t bytes_out_ = 0;
 };

@@ -136,6 +136,14 @@ void Gateway::OnEnd(Connection& c, absl::string_view reason) {
   Step([this] { gw_.ClientGone(); });
 }
 
+void Gateway::IdleTimeout() {
+  if (finished_ || client_gone_) return;
+  client_gone_ = true;
+  client_.StopReading();
+  StartCleanupTimer();
+  Step([this] { gw_.ClientGone("idle timeout"); });
+}
+
 void Gateway::StartCleanupTimer() {
   cleanup_timer_.Start(kCleanupLimit, [this] {
     if (!finished_) host_.StageEnded("gateway: backend cleanup timed out");

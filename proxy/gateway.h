@@ -37,6 +37,9 @@ class Gateway final : public Stage, public ConnectionHandler, private Pop3Gatewa
   // Stage
   void Start() override;
   void Shutdown(absl::string_view notice) override;
+  // RFC 1939 section 3: the session closes without UPDATE; the \Seen flags
+  // are stored and the backend logged out first, as after a disconnect.
+  void IdleTimeout() override;
   void Finish() override;
   std::string Describe() const override;
 

@@ -14,9 +14,11 @@
 
 // jemalloc reads this at start-up. Freed pages go back to the system within
 // a second instead of ten: many long-lived small sessions, and bursts of
-// buffers that should not stay resident after the burst.
+// buffers that should not stay resident after the burst. The background
+// thread does the purging also while Postern is idle (without it decay only
+// runs on allocation activity: bench/soak saw +11 MiB stay for 30 s).
 extern "C" {
-const char* malloc_conf = "dirty_decay_ms:1000,muzzy_decay_ms:0";
+const char* malloc_conf = "dirty_decay_ms:1000,muzzy_decay_ms:0,background_thread:true";
 }
 
 namespace {

@@ -36,6 +36,7 @@ class Relay final : public Stage, public ConnectionHandler {
   // Stage
   void Start() override;
   void Shutdown(absl::string_view notice) override;
+  void IdleTimeout() override { host_.StageEnded("idle timeout"); }
   void Finish() override;
   std::string Describe() const override { return spliced_ ? "splice" : "relay"; }
 

@@ -26,6 +26,8 @@ namespace {
 
 // During shutdown a closing connection waits at most this long for its peer.
 constexpr uint32_t kShutdownLingerMs = 500;
+// Commands of one client handled per loop turn before the others get theirs.
+constexpr int kCommandsPerTurn = 64;
 // A refused connection gets this long for its TLS handshake and the notice.
 constexpr uint64_t kRefuseTimeoutMs = 10'000;
 
@@ -163,6 +165,11 @@ void Session::CheckTimeout(uint64_t now_ms) {
     return;
   }
   if (idle_deadline_ms_ == 0 || now_ms < idle_deadline_ms_) return;
+  if (state_ == State::kStage) {
+    idle_deadline_ms_ = 0;
+    stage_->IdleTimeout();
+    return;
+  }
   if (state_ == State::kFront) Send(NoticeText(imap, Notice::kTimeout));
   End(state_ == State::kStage      ? "idle timeout"
       : state_ == State::kRefusing ? refuse_reason_
@@ -180,23 +187,66 @@ void Session::OnData(Connection& c) {
 }
 
 void Session::ProcessInput() {
-  while (state_ == State::kFront) {
-    // Replies to a client that does not read stay bounded: past
-    // limits.max_pending_replies no more of its commands are parsed and its
-    // socket is not read until they drain (OnDrained).
-    if (client_->pending() > config_->limits.max_pending_replies) {
-      blocked_ = true;
-      client_->StopReading();
-      return;
-    }
-    if (front_->ProcessOne(client_->input()) != Front::Step::kHandled) return;
+  if (processing_) {
+    again_ = true;  // a drain during our own flush: the loop below goes on
+    return;
   }
+  processing_ = true;
+  // Replies of one batch leave in one sendmsg.
+  client_->Cork();
+  int handled = 0;
+  do {
+    again_ = false;
+    while (state_ == State::kFront) {
+      // Replies to a client that does not read stay bounded: past
+      // limits.max_pending_replies no more of its commands are parsed and
+      // its socket is not read until they drain (OnDrained). The kernel
+      // holds little more for it either (TCP_NOTSENT_LOWAT, Worker::Listen).
+      if (client_->pending() > config_->limits.max_pending_replies) {
+        blocked_ = true;
+        client_->StopReading();
+        break;
+      }
+      // Fairness: one client's pipeline gets a bounded share of a loop
+      // turn; the rest waits (unread) for the next.
+      if (handled == kCommandsPerTurn && !client_->input().empty()) {
+        client_->StopReading();
+        if (!continue_pending_) {
+          continue_pending_ = true;
+          const uint64_t gen = generation_;
+          worker_.Defer([this, gen] {
+            if (gen != generation_) return;
+            continue_pending_ = false;
+            if (state_ != State::kFront) return;
+            if (!blocked_) client_->StartReading();
+            ProcessInput();
+          });
+        }
+        break;
+      }
+      ++handled;
+      if (front_->ProcessOne(client_->input()) != Front::Step::kHandled) break;
+    }
+    if (state_ == State::kEnded) break;
+    client_->Uncork();  // may drain at once: OnDrained sets again_
+    client_->Cork();
+    // The batch went to the kernel (corked bytes are not judged against
+    // the watermarks until then): if it took enough, go on now.
+    if (blocked_ && state_ == State::kFront &&
+        client_->pending() <= config_->limits.max_pending_replies) {
+      blocked_ = false;
+      if (!continue_pending_) client_->StartReading();
+      again_ = true;
+    }
+  } while (again_ && state_ == State::kFront);
+  if (client_ != nullptr) client_->Uncork();
+  processing_ = false;
 }
 
 void Session::OnDrained(Connection&) {
   if (state_ != State::kFront || !blocked_) return;
   blocked_ = false;
-  client_->StartReading();
+  if (!continue_pending_) client_->StartReading();
   ProcessInput();
 }
 
@@ -742,6 +792,9 @@ void Session::StartStage(std::string backend_capabilities) {
   state_ = State::kStage;
   front_.reset();  // frees what only the pre-login dialogue needed
   const LimitsConfig& limits = config_->limits;
+  // The pre-login bound on what the kernel may hold unsent goes: the relay
+  // wants full socket buffers.
+  Connection::SetNotSentLowat(client_->fd(), 0);
   backend_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
   if (gateway_) {
     // The translator's own bound: OnDrained comes whenever the client made

@@ -171,7 +171,10 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   IpKey limit_key_;
   std::array<char, 16> id_;
   State state_ = State::kFront;
-  bool blocked_ = false;  // the front waits for the client's replies to drain
+  bool blocked_ = false;           // the front waits for the client's replies to drain
+  bool processing_ = false;        // inside ProcessInput
+  bool again_ = false;             // drained while processing: go on
+  bool continue_pending_ = false;  // the rest of a pipeline waits for the next turn
   bool counted_prelogin_ = false;
   bool gateway_ = false;
   bool trusted_ = false;  // a proxy in front, from trusted_networks  // POP3 served over the

@@ -28,6 +28,8 @@ class Stage {
   virtual ~Stage() = default;
   // Both connections are handed over: start moving bytes.
   virtual void Start() = 0;
+  // The session was idle too long (timeouts.imap_idle / pop3_idle).
+  virtual void IdleTimeout() = 0;
   // The server stops: `notice` is owed to the client; the stage writes it
   // where it cannot break what the client is being sent, and then ends.
   virtual void Shutdown(absl::string_view notice) = 0;

@@ -222,6 +222,12 @@ absl::Status Worker::Listen(const ListenerConfig& lc, const SocketAddress& addre
   // Linux (a test in tests/proxy checks it): three syscalls fewer per
   // connection.
   if (!Connection::SetTcpOptions(l->fd)) return fail("setsockopt");
+  // Inherited too: before login the kernel holds at most about this much
+  // unsent for a client (Session::ProcessInput; the relay lifts it).
+  if (!Connection::SetNotSentLowat(l->fd,
+                                   static_cast<uint32_t>(config_->limits.max_pending_replies))) {
+    return fail("TCP_NOTSENT_LOWAT");
+  }
   if (listen(l->fd, lc.backlog) != 0) return fail("listen");
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);

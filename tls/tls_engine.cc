@@ -147,7 +147,9 @@ TlsEngine::Result TlsEngine::Fail(int ssl_error) {
     const char* d = SSL_error_description(ssl_error);
     error_ = d != nullptr ? d : absl::StrCat("SSL error ", ssl_error);
   }
-  long verify = SSL_get_verify_result(ssl_);
+  // Only a client checks a certificate here; a server's verify result says
+  // nothing (BoringSSL reports "invalid certificate verification context").
+  long verify = SSL_is_server(ssl_) ? X509_V_OK : SSL_get_verify_result(ssl_);
   if (verify != X509_V_OK) {
     absl::StrAppend(&error_, " (certificate: ", X509_verify_cert_error_string(verify), ")");
   }
