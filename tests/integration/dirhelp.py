@@ -2,7 +2,6 @@
 that report the server's answer instead of raising, a passwd-file writer,
 Dovecot log windows, and listeners beyond the harness's standard six."""
 
-import base64
 import imaplib
 import os
 import poplib
@@ -255,6 +254,14 @@ class DirTestCase(harness.BedTestCase):
 
     def postern_window(self):
         return LogWindow(self.bed.postern.log)
+
+    def assert_postern_logged(self, pattern, timeout=5.0):
+        """postern's log matches pattern (waiting: a session's end line comes
+        after the client saw its last answer)."""
+        m = harness.wait_for(lambda: re.search(pattern, self.bed.postern.log()), timeout)
+        self.assertTrue(m, "no %r in postern's log:\n%s"
+                        % (pattern, self.bed.postern.log()[-3000:]))
+        return m
 
     def assert_backend_untouched(self, window, what=""):
         """No login process of the Dovecot behind `window` saw a connection

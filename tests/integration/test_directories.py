@@ -233,8 +233,8 @@ class PasswdFileTest(DirTestCase):
         self.assertEqual(n, len(self.dv2.messages("routedpop")))
         self.assertTrue(dv2.wait(r"pop3-login: Info: Login: user=<routedpop>"), dv2.text())
         self.assert_backend_untouched(dv1, "a user routed elsewhere")
-        self.assertRegex(self.bed.postern.log(),
-                         r"session end: .* user=routed backend=127\.0\.0\.1:%d " % self.dv2.imap_port)
+        self.assert_postern_logged(
+            r"session end: .* user=routed backend=127\.0\.0\.1:%d " % self.dv2.imap_port)
 
     def test_backend_field_names_a_configured_backend(self):
         dv2 = self.dovecot_window(self.dv2)
@@ -244,7 +244,7 @@ class PasswdFileTest(DirTestCase):
         self.assertTrue(dv2.wait(r"pop3-login: Info: Login: user=<named>"), dv2.text())
         self.assertIn("Login: user=<named>, method=PLAIN, rip=127.0.0.1, lip=127.0.0.2",
                       dv2.text())
-        self.assertRegex(self.bed.postern.log(), r"session end: .* user=named backend=dovecot2 ")
+        self.assert_postern_logged(r"session end: .* user=named backend=dovecot2 ")
 
     def test_destuser_logs_in_as_another_backend_user(self):
         dv = self.dovecot_window()
@@ -364,7 +364,8 @@ class PasswdFileTest(DirTestCase):
                 self.assertTrue(tagged.startswith(tag.encode() + b" NO"), tagged)
             c.close()
             c = self.connect_tls(name)
-            _, tagged = c.imap("p", "AUTHENTICATE PLAIN " + b64("\0%s\0%s\r\nz LOGOUT" % (s_user, s_pw)))
+            ir = b64("\0%s\0%s\r\nz LOGOUT" % (s_user, s_pw))
+            _, tagged = c.imap("p", "AUTHENTICATE PLAIN " + ir)
             self.assertTrue(tagged.startswith(b"p NO"), tagged)
             _, tagged = c.imap("q", "AUTHENTICATE PLAIN " + b64("\0%s\0%s\0x" % (s_user, s_pw)))
             self.assertTrue(tagged.startswith(b"q NO") or tagged.startswith(b"q BAD"), tagged)
