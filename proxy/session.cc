@@ -85,6 +85,7 @@ void Session::Start() {
   o.max_sasl_line = limits.max_line;
   o.error_budget = limits.error_budget;
   o.max_auth_attempts = limits.max_auth_attempts;
+  o.sasl = listener_.sasl;  // listeners[].sasl_mechanisms
   if (listener_.protocol == Protocol::kImap) {
     front_ = std::make_unique<ImapFront>(*this, std::move(o));
   } else {
