@@ -165,6 +165,50 @@ class PasswdFileTest(DirTestCase):
                 self.assertEqual(r.returncode, 67, (r.returncode, r.stderr))
                 self.assert_backend_untouched(dv)
 
+    def test_sasl_plain_and_login(self):
+        """AUTHENTICATE / AUTH with PLAIN (initial response and
+        continuation) and LOGIN go through the file like LOGIN and
+        USER/PASS do; a wrong password there never reaches Dovecot."""
+        user, pw = scheme_user("SHA256-CRYPT"), scheme_password("SHA256-CRYPT")
+        for good in (True, False):
+            dv = self.dovecot_window()
+            secret = pw if good else pw + "x"
+            ok_imap = b"OK" if good else b"NO [AUTHENTICATIONFAILED]"
+            ok_pop3 = b"+OK" if good else b"-ERR [AUTH]"
+            c = self.connect_tls("imaps")
+            _, tagged = c.imap("a", "AUTHENTICATE PLAIN " + harness.plain_ir(user, secret))
+            self.assertTrue(tagged.startswith(b"a " + ok_imap), tagged)
+            c = self.connect_tls("imaps")
+            c.send("b AUTHENTICATE PLAIN\r\n")
+            self.assertTrue(c.readline().startswith(b"+"))
+            c.send(harness.plain_ir(user, secret) + "\r\n")
+            _, tagged = c.imap_until_tagged("b")
+            self.assertTrue(tagged.startswith(b"b " + ok_imap), tagged)
+            c = self.connect_tls("imaps")
+            c.send("c AUTHENTICATE LOGIN\r\n")
+            self.assertTrue(c.readline().startswith(b"+"))
+            c.send(b64(user) + "\r\n")
+            self.assertTrue(c.readline().startswith(b"+"))
+            c.send(b64(secret) + "\r\n")
+            _, tagged = c.imap_until_tagged("c")
+            self.assertTrue(tagged.startswith(b"c " + ok_imap), tagged)
+            c = self.connect_tls("pop3s")
+            line = c.pop3("AUTH PLAIN " + harness.plain_ir(user, secret))
+            self.assertTrue(line.startswith(ok_pop3), line)
+            c = self.connect_tls("pop3s")
+            self.assertTrue(c.pop3("AUTH LOGIN").startswith(b"+"))
+            self.assertTrue(c.pop3(b64(user)).startswith(b"+"))
+            line = c.pop3(b64(secret))
+            self.assertTrue(line.startswith(ok_pop3), line)
+            if good:
+                want = {"imap": 3, "pop3": 2}
+                got = lambda: {p: dv.text().count("%s-login: Info: Login: user=<%s>" % (p, user))
+                               for p in want}
+                harness.wait_for(lambda: got() == want, 10)
+                self.assertEqual(got(), want, dv.text())
+            else:
+                self.assert_backend_untouched(dv, "a wrong password over SASL")
+
     @unittest.skipUnless(shutil.which("mpop"), "mpop not installed")
     def test_mpop_through_passwd_file(self):
         """mpop takes a SHA512-CRYPT user's mailbox over POP3S."""

@@ -169,6 +169,23 @@ class ReloadTest(_FileBed):
         self.assertIsNotNone(self.wait_current(), self.bed.postern.log()[-2000:])
         self.assert_login("newbie", "nb-pw", True)
 
+    def test_deleted_file_keeps_the_old_one(self):
+        """The file gone: nothing changes until it is back; SIGHUP says why
+        it keeps the old one."""
+        os.rename(self.passwd, self.passwd + ".away")
+        try:
+            time.sleep(1.5)
+            self.assert_login("rita", "rita-old-1", True)
+            pl = LogWindow(self.bed.postern.log)
+            self.bed.postern.send_signal(signal.SIGHUP)
+            m = pl.wait(r"passwd-file not reloaded, the previous one stays: directory=users "
+                        r"([^\n]*)", timeout=5)
+            self.assertIsNotNone(m, pl.text())
+            self.assertIn(self.passwd, m.group(1))
+            self.assert_login("rita", "rita-old-1", True)
+        finally:
+            os.rename(self.passwd + ".away", self.passwd)
+
     def test_broken_file_at_start_is_refused_with_file_and_line(self):
         bad = os.path.join(self.bed.tmp, "broken.passwd")
         write_passwd(bad, ["ok:{PLAIN}a", "# comment", "ok:{PLAIN}b"])
