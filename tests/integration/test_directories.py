@@ -12,12 +12,14 @@ Master users: test_directories_master.py. OAuth: test_directories_oauth.py.
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import unittest
 
 import harness
 from dirhelp import (DirTestCase, b64, base_listeners, curl, doveadm_pw, imap_count, imap_login,
-                     listener, login, pop3_count, pop3_login, second_dovecot, write_passwd)
+                     listener, login, pop3_count, pop3_login, second_dovecot, timed_imap_login,
+                     write_passwd)
 
 # Every scheme postern's passwd-file directory checks (routing/password_scheme.h).
 SCHEMES = ["SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "MD5-CRYPT", "ARGON2I", "ARGON2ID",
@@ -242,6 +244,32 @@ class PasswdFileTest(DirTestCase):
             self.assertFalse(ok, text)
         self.assert_backend_untouched(dv)
         self.assertIn('detail="passwd-file:users: unknown user"', self.bed.postern.log())
+
+    def test_unknown_user_takes_as_long_as_a_wrong_password(self):
+        """RFC 3501 section 11.2 and RFC 4954's advice: a refusal must not
+        tell whether the user exists. The text does not; the time should not
+        either.
+
+        KNOWN FAILURE (left failing on purpose): an unknown user is refused
+        at once (under a millisecond) while a wrong password for an ARGON2ID
+        user (doveadm's default cost) takes the hash's time (0.2 to 0.8 s
+        here), so a client can tell the file's users from others by timing.
+        Dovecot hides this with auth_failure_delay (2 s on every failure);
+        postern's passwd-file sets no DirectoryAnswer.wait and hashes
+        nothing for unknown users. Reproduce: time `a LOGIN s-argon2id x`
+        against `a LOGIN nobody x` over IMAPS, each from a fresh source
+        address (the negative cache is keyed on it)."""
+        user = scheme_user("ARGON2ID")
+        times = {user: [], "no-such-user": []}
+        for i in range(4):
+            for who in times:
+                dt, tagged = timed_imap_login(self.bed, "imaps", who, "wrong-%d" % i,
+                                              source_ip="127.0.1.%d" % (10 * i + len(who) % 10))
+                self.assertTrue(tagged.startswith(b"a NO [AUTHENTICATIONFAILED]"), tagged)
+                times[who].append(dt)
+        msg = ", ".join("%s %s" % (w, ["%.3f" % t for t in ts]) for w, ts in times.items())
+        self.assertGreaterEqual(min(times["no-such-user"]),
+                                0.5 * statistics.median(times[user]), msg)
 
     def test_backend_gets_the_users_own_password(self):
         """No master user: postern logs in with the client's password. The
