@@ -193,6 +193,15 @@ class OAuthTest(DirTestCase):
         self.assertTrue(c.pop3("QUIT").startswith(b"+OK"))
         self.assertTrue(dv.wait(r"imap-login: Info: Login: user=<carol>, method=XOAUTH2"),
                         dv.text())
+        # A bad token: Dovecot's IMAP refusal becomes POP3's, after the
+        # error challenge.
+        for mech, ir in (("XOAUTH2", xoauth2_ir("carol", "tok-wrong")),
+                         ("OAUTHBEARER", oauthbearer_ir("carol", "tok-wrong"))):
+            c = self.conn("pop3s-oauth")
+            self.assert_error_challenge(c.pop3("AUTH %s %s" % (mech, ir)))
+            line = c.pop3("AQ==")
+            self.assertTrue(line.startswith(b"-ERR [AUTH]"), line)
+            self.assertTrue(c.pop3("QUIT").startswith(b"+OK"))
 
     def test_token_of_another_user_and_revoked_token(self):
         # alice's token does not open bob's mailbox (Dovecot: username mismatch).
