@@ -6,11 +6,12 @@ Standard library only.
 
     Dovecot(workdir, imap_port=0, pop3_port=0, users=("alice", "bob", "carol"),
             password="demo", extra_messages=None, protocols=("imap", "pop3"),
-            extra_conf="")
+            master_users=None, oauth2=None, extra_conf="")
         A private Dovecot 2.3 instance: own config, base_dir, state_dir, logs
-        and Maildirs under workdir, on loopback ports (0 picks free ones).
+        and Maildirs under workdir, on loopback ports (0 picks free ones);
         protocols=("imap",) makes an IMAP-only store (no POP3 listener);
-        extra_conf is appended to its dovecot.conf.
+        optionally with a master passdb, an oauth2 passdb and extra settings
+        appended to its dovecot.conf.
     make_cert(dir) -> (cert_path, key_path)
         Self-signed EC P-256 certificate for localhost / 127.0.0.1.
     Postern(binary, workdir, config)
@@ -195,7 +196,8 @@ class Dovecot:
                  extra_messages=None, password_scheme="PLAIN",
                  ssl_cert=None, ssl_key=None, imaps_port=None, pop3s_port=None,
                  start=True, auth_failure_delay="0", passwords=None,
-                 protocols=("imap", "pop3"), extra_conf=""):
+                 protocols=("imap", "pop3"), master_users=None, oauth2=None,
+                 extra_conf=""):
         """Prepares (and by default starts) the instance.
 
         extra_messages: {user: [size_in_bytes, ...]} random messages added to
@@ -207,8 +209,16 @@ class Dovecot:
             directly against Dovecot). Otherwise ssl = no.
         protocols: the services Dovecot runs; ("imap",) is an IMAP-only store
             (no POP3 listener at all; pop3_port is then unused).
+        master_users: {name: password}: a master passdb (`master = yes`,
+            passwd-file, PLAIN) ahead of the users' one, so `name` may log in
+            as any user with SASL PLAIN's authorization identity.
+        oauth2: {key: value} written to dovecot-oauth2.conf.ext (for
+            instance introspection_mode, introspection_url,
+            username_attribute, active_attribute, active_value): an oauth2
+            passdb for the XOAUTH2 and OAUTHBEARER mechanisms, which are then
+            offered too.
         extra_conf: lines appended to dovecot.conf (later settings win), e.g.
-            'imap_capability = ...' to hide an extension.
+            'imap_capability = ...' to hide an extension, auth_verbose = yes.
         """
         self.workdir = os.path.abspath(workdir)
         self.host = "127.0.0.1"
@@ -223,7 +233,9 @@ class Dovecot:
         self.protocols = tuple(protocols)
         if not self.protocols or not set(self.protocols) <= {"imap", "pop3"}:
             raise ValueError("protocols: imap and/or pop3, got %r" % (protocols,))
-        self.extra_conf = extra_conf
+        self.master_users = dict(master_users or {})
+        self.oauth2 = dict(oauth2) if oauth2 else None
+        self.extra_conf = extra_conf or ""
         self._auto_ports = imap_port == 0 or pop3_port == 0
         self.imap_port = imap_port or free_port()
         self.pop3_port = pop3_port or free_port()
@@ -288,6 +300,19 @@ class Dovecot:
         import grp
         os.chown(path, 0, grp.getgrnam("dovecot").gr_gid)
         os.chmod(path, 0o640)
+        extra = {}
+        if self.master_users:
+            extra["master-users"] = "".join(
+                "%s:{PLAIN}%s::::::\n" % (u, p) for u, p in self.master_users.items())
+        if self.oauth2:
+            extra["dovecot-oauth2.conf.ext"] = "".join(
+                "%s = %s\n" % (k, v) for k, v in self.oauth2.items())
+        for name, text in extra.items():
+            path = os.path.join(self.workdir, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chown(path, 0, grp.getgrnam("dovecot").gr_gid)
+            os.chmod(path, 0o640)
 
     def _write_conf(self):
         w = self.workdir
@@ -317,6 +342,17 @@ service pop3 {{
   process_limit = 2000
 }}
 """
+        mechanisms = "plain login"
+        master_passdb = passwd_mechanisms = oauth2_passdb = ""
+        if self.master_users:
+            master_passdb = ("passdb {\n  driver = passwd-file\n  master = yes\n"
+                             "  args = scheme=PLAIN %s/master-users\n}\n" % w)
+        if self.oauth2:
+            mechanisms += " xoauth2 oauthbearer"
+            # Tokens go to the oauth2 passdb only, passwords to the file only.
+            passwd_mechanisms = "  mechanisms = plain login\n"
+            oauth2_passdb = ("passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                             "  args = %s/dovecot-oauth2.conf.ext\n}\n" % w)
         conf = f"""# Written by deploy/testbed.py; private test instance.
 instance_name = {self.instance}
 base_dir = {self.base_dir}
@@ -327,7 +363,7 @@ debug_log_path = {self.log_path}
 protocols = {" ".join(self.protocols)}
 listen = {self.host}
 {ssl_block}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = {self.auth_failure_delay}
 login_trusted_networks = 127.0.0.0/8
 verbose_proctitle = yes
@@ -340,11 +376,11 @@ default_login_user = dovenull
 default_internal_user = dovecot
 shutdown_clients = yes
 pop3_uidl_format = %08Xu%08Xv
-passdb {{
+{master_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {w}/passwd
-}}
-userdb {{
+{passwd_mechanisms}}}
+{oauth2_passdb}userdb {{
   driver = static
   args = uid={MAIL_USER} gid={MAIL_USER} home={self.home_root}/%u
 }}

@@ -56,6 +56,7 @@ struct VerifyWork {
   std::shared_ptr<LookupState> state;
   std::shared_ptr<const PasswdFile> snapshot;  // keeps `entry` alive
   const PasswdEntry* entry;
+  std::string protocol;
   std::string password;
   bool matched = false;
   bool error = false;
@@ -117,12 +118,17 @@ PasswdFileDirectory::PasswdFileDirectory(std::shared_ptr<PasswdFileSource> sourc
                                          Poster post)
     : source_(std::move(source)), loop_(loop), post_(std::move(post)) {}
 
-DirectoryAnswer PasswdFileDirectory::Answer(const PasswdEntry& entry, bool matched) {
+DirectoryAnswer PasswdFileDirectory::Answer(const PasswdEntry& entry, bool matched,
+                                            absl::string_view protocol) {
   if (!matched) return Refusal("password mismatch");
   if (entry.nologin) {
-    // Dovecot: nologin refuses the login, with reason= for the client.
+    // Dovecot: nologin refuses the login, with reason= for the client. The
+    // text needs a code of its own to be shown (the fronts give their own
+    // words for the generic ones): Dovecot 2.3 answers `NO [CONTACTADMIN]
+    // <reason>` and `-ERR [AUTH] <reason>`.
     DirectoryAnswer a = Refusal("nologin");
     a.text = std::string(entry.reason);
+    if (!a.text.empty()) a.code = protocol == "pop3" ? "AUTH" : "CONTACTADMIN";
     return a;
   }
   DirectoryAnswer a;
@@ -170,7 +176,7 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
       DirectoryAnswer a = Refusal(absl::StrCat("bad password field: ", ok.status().message()));
       return PostAnswer(post_, std::move(done), std::move(a));
     }
-    return PostAnswer(post_, std::move(done), Answer(*entry, *ok));
+    return PostAnswer(post_, std::move(done), Answer(*entry, *ok, request.protocol));
   }
   // crypt and argon2 take milliseconds to seconds: the thread pool.
   auto state = std::make_shared<LookupState>();
@@ -180,6 +186,7 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
   w->state = state;
   w->snapshot = std::move(snapshot);
   w->entry = entry;
+  w->protocol = request.protocol;
   w->password = request.secret;
   int r = uv_queue_work(
       loop_, &w->req,
@@ -193,8 +200,9 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
         auto* w = static_cast<VerifyWork*>(req->data);
         OPENSSL_cleanse(w->password.data(), w->password.size());
         if (status == 0) {
-          Deliver(w->state, w->error ? Refusal("bad password field")
-                                     : PasswdFileDirectory::Answer(*w->entry, w->matched));
+          Deliver(w->state, w->error
+                                ? Refusal("bad password field")
+                                : PasswdFileDirectory::Answer(*w->entry, w->matched, w->protocol));
         } else {
           DirectoryAnswer a;
           a.verdict = DirectoryAnswer::Verdict::kUnavailable;

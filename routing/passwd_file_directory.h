@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "routing/directory.h"
 #include "routing/passwd_file.h"
 #include "routing/router.h"
@@ -82,8 +83,9 @@ class PasswdFileDirectory final : public Directory {
   std::string Name() const override { return "passwd-file:" + source_->name(); }
   uint64_t Generation() const override { return source_->generation(); }
 
-  // The answer for `entry` once its password matched (or did not).
-  static DirectoryAnswer Answer(const PasswdEntry& entry, bool matched);
+  // The answer for `entry` once its password matched (or did not), for a
+  // login over `protocol` ("imap" | "pop3": the code of a nologin reason).
+  static DirectoryAnswer Answer(const PasswdEntry& entry, bool matched, absl::string_view protocol);
 
  private:
   std::shared_ptr<PasswdFileSource> source_;

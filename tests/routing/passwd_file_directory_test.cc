@@ -80,9 +80,11 @@ class PasswdFileDirectoryTest : public ::testing::Test {
   }
   void Write(const std::string& text) { std::ofstream(path_, std::ios::trunc) << text; }
   DirectoryAnswer Ask(const std::string& user, const std::string& password,
-                      DirectoryRequest::Mechanism m = DirectoryRequest::Mechanism::kPlain) {
+                      DirectoryRequest::Mechanism m = DirectoryRequest::Mechanism::kPlain,
+                      const std::string& protocol = "imap") {
     PasswdFileDirectory d(source_, loop_.loop(), loop_.poster());
     DirectoryRequest r;
+    r.protocol = protocol;
     r.user = user;
     r.secret = password;
     r.mechanism = m;
@@ -117,6 +119,15 @@ TEST_F(PasswdFileDirectoryTest, ExtraFieldsNologinUnknownAndTokens) {
   DirectoryAnswer c = Ask("carol", "pw");
   EXPECT_EQ(c.verdict, DirectoryAnswer::Verdict::kRefuse);
   EXPECT_EQ(c.text, "Moved");
+  // Dovecot's codes for a nologin reason: the fronts show the text only
+  // with a code of its own.
+  EXPECT_EQ(c.code, "CONTACTADMIN");
+  DirectoryAnswer c3 = Ask("carol", "pw", DirectoryRequest::Mechanism::kPlain, "pop3");
+  EXPECT_EQ(c3.code, "AUTH");
+  EXPECT_EQ(c3.text, "Moved");
+  DirectoryAnswer c2 = Ask("carol", "wrong");
+  EXPECT_EQ(c2.verdict, DirectoryAnswer::Verdict::kRefuse);
+  EXPECT_EQ(c2.text, "");  // a wrong password never learns the reason
   EXPECT_EQ(Ask("nobody", "pw").verdict, DirectoryAnswer::Verdict::kRefuse);
   EXPECT_EQ(Ask("bob", "pw", DirectoryRequest::Mechanism::kXoauth2).verdict,
             DirectoryAnswer::Verdict::kRefuse);
