@@ -235,7 +235,8 @@ void Pop3Front::Refuse(const LoginReply& reply) {
     case LoginReply::Kind::kAuthFailed:
       // RFC 3206 / RFC 2449 section 8: [AUTH] for bad credentials; the
       // backend's own code (IN-USE, SYS/TEMP, ...) when it gave one.
-      if (reply.code.empty() || absl::EqualsIgnoreCase(reply.code, "AUTH")) {
+      if (reply.code.empty() ||
+          (absl::EqualsIgnoreCase(reply.code, "AUTH") && reply.text.empty())) {
         host_.Send("-ERR [AUTH] Authentication failed.\r\n");
       } else {
         host_.Send(absl::StrCat("-ERR [", reply.code, "] ",

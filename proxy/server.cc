@@ -133,9 +133,7 @@ void Server::ReloadFiles(bool all) {
         [](uv_work_t* req) {
           auto* w = static_cast<ReloadWork*>(req->data);
           w->status = w->source->Reload();
-        },
-        [](uv_work_t* req, int) {
-          auto* w = static_cast<ReloadWork*>(req->data);
+          // Logged here, as soon as the new file is in use.
           if (w->status.ok()) {
             spdlog::info("passwd-file reloaded: directory={} path={} users={}", w->source->name(),
                          w->source->path(), w->source->Current()->size());
@@ -143,8 +141,8 @@ void Server::ReloadFiles(bool all) {
             spdlog::error("passwd-file not reloaded, the previous one stays: directory={} {}",
                           w->source->name(), std::string(w->status.message()));
           }
-          delete w;
-        });
+        },
+        [](uv_work_t* req, int) { delete static_cast<ReloadWork*>(req->data); });
   }
 }
 

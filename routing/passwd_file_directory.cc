@@ -5,6 +5,7 @@
 
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace postern {
@@ -60,6 +61,7 @@ struct VerifyWork {
   std::string password;
   bool matched = false;
   bool error = false;
+  bool decoy = false;  // an unknown user: the hash is only for the timing
 };
 
 }  // namespace
@@ -152,6 +154,34 @@ DirectoryAnswer PasswdFileDirectory::Answer(const PasswdEntry& entry, bool match
   return a;
 }
 
+const PasswdEntry* PasswdFileDirectory::Decoy(const PasswdFile& file) {
+  // The costliest scheme among the first entries (a file usually holds one
+  // scheme; with several, unknown users cost like the slowest).
+  auto cost = [](absl::string_view field) {
+    constexpr std::pair<absl::string_view, int> kRanks[] = {
+        {"{ARGON2", 6},        {"$argon2", 6}, {"{BLF-CRYPT}", 5},    {"$2", 5},
+        {"{SHA512-CRYPT}", 4}, {"$6$", 4},     {"{SHA256-CRYPT}", 3}, {"$5$", 3},
+        {"{MD5-CRYPT}", 2},    {"$1$", 2}};
+    for (const auto& [prefix, rank] : kRanks) {
+      if (absl::StartsWithIgnoreCase(field, prefix)) return rank;
+    }
+    return IsSlowScheme(field) ? 1 : 0;
+  };
+  const PasswdEntry* best = nullptr;
+  int best_cost = -1;
+  size_t seen = 0;
+  for (const PasswdEntry& e : file.entries()) {
+    if (e.password.empty()) continue;
+    const int c = cost(e.password);
+    if (c > best_cost) {
+      best = &e;
+      best_cost = c;
+    }
+    if (++seen == 64) break;
+  }
+  return best;
+}
+
 std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryRequest& request,
                                                               Done done) {
   if (request.mechanism == DirectoryRequest::Mechanism::kXoauth2 ||
@@ -165,6 +195,11 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
   }
   std::shared_ptr<const PasswdFile> snapshot = source_->Current();
   const PasswdEntry* entry = snapshot != nullptr ? snapshot->Find(request.user) : nullptr;
+  // An unknown user costs the same hash as a known one (checked against
+  // another entry's field, the answer then a refusal): the response time
+  // does not tell which users exist.
+  const bool decoy = entry == nullptr;
+  if (decoy && snapshot != nullptr) entry = Decoy(*snapshot);
   if (entry == nullptr) return PostAnswer(post_, std::move(done), Refusal("unknown user"));
   if (entry->password.empty()) {
     // Dovecot allows an empty field (no password login); we never match it.
@@ -172,6 +207,7 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
   }
   if (!IsSlowScheme(entry->password)) {
     absl::StatusOr<bool> ok = VerifyPassword(request.secret, entry->password);
+    if (decoy) return PostAnswer(post_, std::move(done), Refusal("unknown user"));
     if (!ok.ok()) {
       DirectoryAnswer a = Refusal(absl::StrCat("bad password field: ", ok.status().message()));
       return PostAnswer(post_, std::move(done), std::move(a));
@@ -188,6 +224,7 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
   w->entry = entry;
   w->protocol = request.protocol;
   w->password = request.secret;
+  w->decoy = decoy;
   int r = uv_queue_work(
       loop_, &w->req,
       [](uv_work_t* req) {
@@ -200,7 +237,8 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
         auto* w = static_cast<VerifyWork*>(req->data);
         OPENSSL_cleanse(w->password.data(), w->password.size());
         if (status == 0) {
-          Deliver(w->state, w->error
+          Deliver(w->state, w->decoy ? Refusal("unknown user")
+                            : w->error
                                 ? Refusal("bad password field")
                                 : PasswdFileDirectory::Answer(*w->entry, w->matched, w->protocol));
         } else {

@@ -85,6 +85,9 @@ class PasswdFileDirectory final : public Directory {
 
   // The answer for `entry` once its password matched (or did not), for a
   // login over `protocol` ("imap" | "pop3": the code of a nologin reason).
+  // The entry whose hash an unknown user's password is checked against
+  // (timing), or null.
+  static const PasswdEntry* Decoy(const PasswdFile& file);
   static DirectoryAnswer Answer(const PasswdEntry& entry, bool matched, absl::string_view protocol);
 
  private:

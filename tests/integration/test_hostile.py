@@ -408,14 +408,16 @@ class ImapIdToDovecotTest(harness.BedTestCase):
         c.close()
         ours = fakes.wait_session_end(self.bed.postern, port, 5)
         self.assertIsNotNone(ours, "no session end line")
+        sid = ours.get("session")
+        self.assertTrue(sid, "postern's session end line has no session=<id>: %r" % ours)
+        # Dovecot's log can lag behind under load: wait for this login's line.
+        harness.wait_for(lambda: "session=<%s>" % sid in self.bed.dovecot.log(), timeout=10)
         dlog = self.bed.dovecot.log()
         logins = [l for l in dlog.splitlines() if "imap-login" in l and "Login: user=<alice>" in l]
         self.assertTrue(logins, dlog[-2000:])
         for value in ("forged1234567890", "203.0.113.9"):
             self.assertNotIn(value, dlog, "a client-forged ID value reached Dovecot: %s"
                              % [l for l in dlog.splitlines() if value in l])
-        sid = ours.get("session")
-        self.assertTrue(sid, "postern's session end line has no session=<id>: %r" % ours)
         mine = [l for l in logins if "session=<%s>" % sid in l]
         self.assertEqual(len(mine), 1, "Dovecot logged no login with session=<%s>:\n%s"
                          % (sid, "\n".join(logins)))
