@@ -130,6 +130,10 @@ void Relay::OnDrained(Connection& c) {
 
 void Relay::OnEnd(Connection& c, absl::string_view reason) {
   if (finished_) return;
+  if (&c == &backend_ && !draining_) {
+    host_.StageBackendLost(absl::StrCat("backend: ", reason));
+    return;
+  }
   host_.StageEnded(absl::StrCat(&c == &client_ ? "client: " : "backend: ", reason));
 }
 

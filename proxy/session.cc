@@ -26,6 +26,9 @@ namespace {
 
 // During shutdown a closing connection waits at most this long for its peer.
 constexpr uint32_t kShutdownLingerMs = 500;
+// Sessions of one backend lost within a second that make it a mass event
+// (health.disconnect_spread then applies).
+constexpr uint32_t kMassDisconnect = 3;
 // Commands of one client handled per loop turn before the others get theirs.
 constexpr int kCommandsPerTurn = 64;
 // A refused connection gets this long for its TLS handshake and the notice.
@@ -767,7 +770,8 @@ void Session::ForgetLogin() {
   }
   answer_.reset();
   cache_key_.reset();
-  wait_timer_.reset();
+  // Possibly from inside its own callback (a delayed refusal).
+  DropLater(std::move(wait_timer_));
 }
 
 void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
@@ -821,6 +825,30 @@ void Session::StartStage(std::string backend_capabilities) {
 void Session::StageActivity() { ArmIdle(); }
 
 void Session::StageEnded(absl::string_view reason) { End(reason); }
+
+void Session::StageBackendLost(absl::string_view reason) {
+  const std::chrono::milliseconds spread = config_->health.disconnect_spread;
+  // Only a backend that dies with many sessions (several lost within the
+  // same second) spreads its clients' disconnects: their reconnects then do
+  // not all land on the surviving replicas at once (Dovecot's
+  // login_proxy_max_disconnect_delay). One session's backend closing is
+  // just the end of that session.
+  if (spread.count() <= 0 || health_slot_ == nullptr ||
+      worker_.health().Dropped(*health_slot_) < kMassDisconnect) {
+    End(reason);
+    return;
+  }
+  stage_->Finish();  // the relay does nothing more
+  client_->StopReading();
+  uint32_t r = 0;
+  RAND_bytes(reinterpret_cast<uint8_t*>(&r), sizeof(r));
+  const auto delay = std::chrono::milliseconds(r % static_cast<uint64_t>(spread.count()));
+  wait_timer_ = std::make_unique<Timer>(worker_.loop());
+  const std::string why(reason);
+  wait_timer_->Start(delay, [this, why] {
+    if (state_ != State::kEnded) End(absl::StrCat(why, " (disconnect spread)"));
+  });
+}
 
 void Session::Shutdown() {
   const bool imap = listener_.protocol == Protocol::kImap;

@@ -83,6 +83,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   // StageHost
   void StageActivity() override;
   void StageEnded(absl::string_view reason) override;
+  void StageBackendLost(absl::string_view reason) override;
 
  private:
   enum class State : uint8_t {

@@ -21,6 +21,10 @@ class StageHost {
   // The stage is over (a side closed or failed, QUIT, a broken backend):
   // the session ends. Called at most once.
   virtual void StageEnded(absl::string_view reason) = 0;
+  // The backend went away under a relayed session (not the client's
+  // doing): the session may let the client go later (health.
+  // disconnect_spread) instead of at once. The stage is finished by then.
+  virtual void StageBackendLost(absl::string_view reason) { StageEnded(reason); }
 };
 
 class Stage {

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "proxy/connection.h"
+#include "proxy/health_checker.h"
 #include "proxy/log_text.h"
 #include "proxy/proxy_acceptor.h"
 #include "proxy/session.h"
@@ -130,6 +131,10 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
       }
     }
   }
+  // Active checks pick among a shard's replicas: only with shards.
+  if (id_ == 0 && config_->ring != nullptr && config_->health.check_interval.count() > 0) {
+    checker_ = std::make_unique<HealthChecker>(*this, *config_, shared_.health);
+  }
   uv_idle_init(&loop_, idle_.Allocate());
   idle_.get()->data = this;
   uv_async_init(&loop_, async_.Allocate(), [](uv_async_t* a) {
@@ -175,6 +180,7 @@ Worker::~Worker() {
   sessions_.clear();
   graveyard_.clear();
   acceptors_.clear();
+  checker_.reset();
   router_.reset();
   abuse_.reset();
   directories_.clear();
@@ -244,6 +250,7 @@ absl::Status Worker::Listen(const ListenerConfig& lc, const SocketAddress& addre
 }
 
 void Worker::Start() {
+  if (checker_ != nullptr) checker_->Start();
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -318,6 +325,7 @@ void Worker::MaybeFinish() {
   Defer([this] {
     // Their handles would keep the loop alive: they go once no session can
     // ask them anything.
+    checker_.reset();
     router_.reset();
     abuse_.reset();
     directories_.clear();

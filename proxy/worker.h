@@ -38,6 +38,7 @@ namespace postern {
 
 class Session;
 class ProxyAcceptor;
+class HealthChecker;
 
 // What the workers of one server share; every part is thread-safe.
 struct SharedState {
@@ -168,6 +169,7 @@ class Worker {
   std::unique_ptr<RedisClient> redis_;  // before its users: destroyed after them
   std::unique_ptr<Router> router_;
   std::unique_ptr<AbuseGuard> abuse_;
+  std::unique_ptr<HealthChecker> checker_;  // worker 0 only, with health.check_interval
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<ProxyAcceptor>> acceptors_;  // PROXY headers being read
   absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;

@@ -1,0 +1,40 @@
+#pragma once
+
+// Active health checks (health.check_interval): every backend's IMAP port is
+// connected to and must greet (`* OK`, over TLS for an implicit-TLS
+// backend) within health.check_timeout; a failure counts like a login's
+// connect failure (BackendHealth::Failed), a success brings a backend back
+// at once. Runs on one worker's loop; probes never touch sessions.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/config.h"
+#include "proxy/connection.h"
+#include "proxy/uv_handle.h"
+
+namespace postern {
+
+class BackendHealth;
+class Worker;
+
+class HealthChecker {
+ public:
+  HealthChecker(Worker& worker, const Config& config, BackendHealth& health);
+  ~HealthChecker();
+  void Start();
+
+ private:
+  class Probe;
+  void Round();
+  void Done(Probe* probe, bool ok, const std::string& why);
+
+  Worker& worker_;
+  const Config& config_;
+  BackendHealth& health_;
+  Timer timer_;
+  std::vector<std::unique_ptr<Probe>> probes_;  // one per backend at most
+};
+
+}  // namespace postern
