@@ -3,8 +3,10 @@
 #include <openssl/mem.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -157,22 +159,36 @@ DirectoryAnswer PasswdFileDirectory::Answer(const PasswdEntry& entry, bool match
 const PasswdEntry* PasswdFileDirectory::Decoy(const PasswdFile& file) {
   // The costliest scheme among the first entries (a file usually holds one
   // scheme; with several, unknown users cost like the slowest).
-  auto cost = [](absl::string_view field) {
-    constexpr std::pair<absl::string_view, int> kRanks[] = {
-        {"{ARGON2", 6},        {"$argon2", 6}, {"{BLF-CRYPT}", 5},    {"$2", 5},
-        {"{SHA512-CRYPT}", 4}, {"$6$", 4},     {"{SHA256-CRYPT}", 3}, {"$5$", 3},
-        {"{MD5-CRYPT}", 2},    {"$1$", 2}};
-    for (const auto& [prefix, rank] : kRanks) {
-      if (absl::StartsWithIgnoreCase(field, prefix)) return rank;
+  // A rough cost: the family first, then its own parameters (argon2's
+  // memory times passes, crypt's rounds).
+  auto number_after = [](absl::string_view s, absl::string_view key) -> double {
+    const size_t at = s.find(key);
+    if (at == absl::string_view::npos) return 0;
+    double v = 0;
+    for (size_t i = at + key.size(); i < s.size() && absl::ascii_isdigit(s[i]); ++i) {
+      v = v * 10 + (s[i] - '0');
     }
-    return IsSlowScheme(field) ? 1 : 0;
+    return v;
+  };
+  auto cost = [&](absl::string_view field) -> double {
+    const std::string lower = absl::AsciiStrToLower(field);
+    if (absl::StrContains(lower, "argon2")) {
+      return 6e12 + number_after(lower, "m=") * std::max(1.0, number_after(lower, "t="));
+    }
+    constexpr std::pair<absl::string_view, double> kRanks[] = {
+        {"{blf-crypt}", 5e12},    {"$2", 5e12}, {"{sha512-crypt}", 4e12}, {"$6$", 4e12},
+        {"{sha256-crypt}", 3e12}, {"$5$", 3e12}, {"{md5-crypt}", 2e12},   {"$1$", 2e12}};
+    for (const auto& [prefix, rank] : kRanks) {
+      if (absl::StrContains(lower, prefix)) return rank + number_after(lower, "rounds=");
+    }
+    return IsSlowScheme(field) ? 1e12 : 0;
   };
   const PasswdEntry* best = nullptr;
-  int best_cost = -1;
+  double best_cost = -1;
   size_t seen = 0;
   for (const PasswdEntry& e : file.entries()) {
     if (e.password.empty()) continue;
-    const int c = cost(e.password);
+    const double c = cost(e.password);
     if (c > best_cost) {
       best = &e;
       best_cost = c;
