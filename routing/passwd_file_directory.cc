@@ -179,7 +179,7 @@ const PasswdEntry* PasswdFileDirectory::Decoy(const PasswdFile& file) {
         {"{blf-crypt}", 5e12},    {"$2", 5e12}, {"{sha512-crypt}", 4e12}, {"$6$", 4e12},
         {"{sha256-crypt}", 3e12}, {"$5$", 3e12}, {"{md5-crypt}", 2e12},   {"$1$", 2e12}};
     for (const auto& [prefix, rank] : kRanks) {
-      if (absl::StrContains(lower, prefix)) return rank + number_after(lower, "rounds=");
+      if (absl::StartsWith(lower, prefix)) return rank + number_after(lower, "rounds=");
     }
     return IsSlowScheme(field) ? 1e12 : 0;
   };
