@@ -79,6 +79,11 @@ class TlsEngine {
   const char* version() const;
   // The session was resumed (ticket or cache).
   bool resumed() const;
+  // Server: the certificate the context chose for this client's ClientHello
+  // (by its server name and signature algorithms), once the ClientHello is
+  // read; null before, and for client engines. On resumption it is the one
+  // the full handshake would have used.
+  const TlsCertificateInfo* certificate() const { return TlsContext::SelectedCertificate(ssl_); }
   // A human-readable reason for the last kError (from the BoringSSL error
   // queue), for the session log.
   const std::string& error() const { return error_; }

@@ -5,11 +5,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <stdlib.h>
-#include <unistd.h>
 
-#include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -24,33 +20,8 @@ namespace {
 using ::postern::testing_tls::Cert;
 using ::postern::testing_tls::Pair;
 using ::postern::testing_tls::ServerContext;
+using ::postern::testing_tls::TempDir;
 using ::testing::HasSubstr;
-
-// A fresh directory under the test temp dir, removed with its files.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = ::testing::TempDir() + "/postern_tls_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    if (mkdtemp(buf.data()) != nullptr) path_ = buf.data();
-  }
-  ~TempDir() {
-    for (const std::string& f : files_) std::remove(f.c_str());
-    if (!path_.empty()) rmdir(path_.c_str());
-  }
-  const std::string& path() const { return path_; }
-  std::string Write(const std::string& name, const std::string& contents) {
-    std::string file = path_ + "/" + name;
-    std::ofstream(file, std::ios::binary) << contents;
-    files_.push_back(file);
-    return file;
-  }
-
- private:
-  std::string path_;
-  std::vector<std::string> files_;
-};
 
 class TlsContextTest : public ::testing::Test {
  protected:

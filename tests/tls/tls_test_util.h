@@ -5,9 +5,14 @@
 // memory.
 
 #include <openssl/ssl.h>
+#include <stdlib.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "protocol/buffer.h"
@@ -32,6 +37,33 @@ inline const TestCert& Cert() {
   }();
   return *cert;
 }
+
+// A fresh directory under the test temp dir, removed with its files.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = ::testing::TempDir() + "/postern_tls_XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (mkdtemp(buf.data()) != nullptr) path_ = buf.data();
+  }
+  ~TempDir() {
+    for (const std::string& f : files_) std::remove(f.c_str());
+    if (!path_.empty()) rmdir(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  // (Re)writes `name` with `contents` and returns its path.
+  std::string Write(const std::string& name, const std::string& contents) {
+    std::string file = path_ + "/" + name;
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << contents;
+    files_.push_back(file);
+    return file;
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> files_;
+};
 
 inline std::shared_ptr<const TlsContext> ServerContext(const TlsServerOptions& o = {}) {
   auto ctx = TlsContext::CreateServerFromPem(Cert().cert_pem, Cert().key_pem, o);
