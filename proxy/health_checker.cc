@@ -14,12 +14,13 @@ class HealthChecker::Probe final : public ConnectionHandler {
  public:
   Probe(HealthChecker& owner, const BackendConfig& b) : owner_(owner), backend_(b), lines_(1024) {}
 
-  bool Start(Worker& w, std::chrono::milliseconds timeout) {
+  // `turn`: which of the backend's source addresses to connect from.
+  bool Start(Worker& w, std::chrono::milliseconds timeout, uint32_t turn) {
     conn_ = Connection::Create(w.poller(), w.pool(), this);
     const SocketAddress* source =
         backend_.source_addresses.empty()
             ? nullptr
-            : &backend_.source_addresses[w.NextRotation() % backend_.source_addresses.size()];
+            : &backend_.source_addresses[turn % backend_.source_addresses.size()];
     int r = conn_->Connect(reinterpret_cast<const sockaddr*>(&backend_.imap.storage), source);
     if (r != 0) {
       why_ = absl::StrCat("connect: ", uv_strerror(r));
@@ -101,8 +102,11 @@ void HealthChecker::Round() {
     auto p = std::make_unique<Probe>(*this, b);
     Probe* raw = p.get();
     probes_.push_back(std::move(p));
-    if (!raw->Start(worker_, config_.health.check_timeout)) Done(raw, false, raw->why());
+    if (!raw->Start(worker_, config_.health.check_timeout, rounds_)) {
+      Done(raw, false, raw->why());
+    }
   }
+  ++rounds_;
   timer_.Restart(config_.health.check_interval);
 }
 

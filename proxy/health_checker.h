@@ -6,6 +6,7 @@
 // connect failure (BackendHealth::Failed), a success brings a backend back
 // at once. Runs on one worker's loop; probes never touch sessions.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@ class HealthChecker {
   BackendHealth& health_;
   Timer timer_;
   std::vector<std::unique_ptr<Probe>> probes_;  // one per backend at most
+  uint32_t rounds_ = 0;                         // checks go from each source address in turn
 };
 
 }  // namespace postern

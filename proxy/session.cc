@@ -658,7 +658,12 @@ void Session::OnRouted(const BackendConfig& b) {
   link.tls = worker_.backend_tls(b.name);
   link.tls_session = link.tls != nullptr ? worker_.backend_tls_session(b.name) : nullptr;
   if (!b.source_addresses.empty()) {
-    link.source = &b.source_addresses[worker_.NextRotation() % b.source_addresses.size()];
+    // In turn per backend, across workers (a counter of its own: the
+    // worker's rotation also breaks ties between replicas, and shared it
+    // would always land on the same address with two of them).
+    BackendHealth::Slot* slot = worker_.health().Find(b.name);
+    const uint32_t turn = slot != nullptr ? slot->NextSource() : worker_.NextRotation();
+    link.source = &b.source_addresses[turn % b.source_addresses.size()];
   }
   link.client = peer_;
   link.local = PeerAddress::Local(client_->fd());
