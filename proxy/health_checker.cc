@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "protocol/line_splitter.h"
+#include "protocol/proxy_header.h"
 #include "proxy/backend_health.h"
 #include "proxy/worker.h"
 
@@ -40,6 +41,10 @@ class HealthChecker::Probe final : public ConnectionHandler {
       Finish(false, absl::StrCat("connect: ", uv_strerror(status)));
       return;
     }
+    // A backend that expects a PROXY header (Dovecot's `haproxy = yes`
+    // listeners) greets nobody without one: a v2 LOCAL header says this
+    // connection is the proxy's own (PP 2.2), as HAProxy's checks do.
+    if (backend_.send_proxy_v2) c.Write(BuildProxyV2Local());
     if (tls_ != nullptr) {
       const std::string& name = backend_.tls_name.empty() ? backend_.host : backend_.tls_name;
       if (!c.StartClientTls(*tls_, name, nullptr)) {
