@@ -557,6 +557,8 @@ default_client_limit = 4000
         SIGTERM if this process dies (no orphans when a test run is killed)."""
         if self.running():
             return
+        if self.proc is not None:
+            self.proc.poll()  # reaps the master of a previous run (doveadm stop)
         for attempt in range(3):
             out_path = os.path.join(self.workdir, "dovecot.stdout")
             out = open(out_path, "ab")
