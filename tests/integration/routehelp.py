@@ -19,7 +19,6 @@ import socket
 import ssl
 import sys
 import tempfile
-import time
 import unittest
 
 import harness

@@ -17,6 +17,7 @@ Clients connect from 127.0.0.5 (to postern) and 127.0.0.7 (to HAProxy).
 
 import os
 import re
+import shutil
 import socket
 import struct
 import time
@@ -79,6 +80,8 @@ class ForwardingTest(routehelp.FleetTestCase):
 
     @classmethod
     def setUpClass(cls):
+        if shutil.which('haproxy') is None:
+            raise unittest.SkipTest("haproxy is not installed (deploy/install-deps.sh)")
         super().setUpClass()
         hp_imap, hp_pop3 = testbed.free_port(), testbed.free_port()
         cls.start_fleet({

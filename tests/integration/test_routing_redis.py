@@ -18,6 +18,7 @@ again once the client has reconnected (backoff up to 5 s).
 
 import os
 import re
+import shutil
 import time
 import unittest
 
@@ -35,6 +36,8 @@ class RedisOverrideTest(routehelp.FleetTestCase):
 
     @classmethod
     def setUpClass(cls):
+        if shutil.which('redis-server') is None:
+            raise unittest.SkipTest("redis-server is not installed (deploy/install-deps.sh)")
         super().setUpClass()
         cls.redis = testbed.RedisServer(os.path.join(cls.tmp, "redis"))
         cls.addClassCleanup(cls.redis.stop)

@@ -11,7 +11,8 @@ The ring is not reimplemented here: 48 users log in several times through
 both instances, over IMAP and POP3, and each user must always land on one
 shard, the same on both instances, with every shard getting users. Then a
 directory's answer (passwd-file `shard=`, `backend=`, `host=`/`port=`)
-must win over the ring.
+must win over the ring. With `routing.ring_key: domain` (a third
+instance) the users of one domain share a shard.
 """
 
 import collections
@@ -25,6 +26,7 @@ from routehelp import USERS
 
 SHARDS = {"s1": ("a", "b"), "s2": ("c",), "s3": ("d",)}
 SHARD_OF = {b: s for s, bs in SHARDS.items() for b in bs}
+DOMAIN_USERS = tuple("m%d@d%d.test" % (i, d) for d in range(4) for i in range(4))
 
 
 class RingTest(routehelp.FleetTestCase):
@@ -32,7 +34,8 @@ class RingTest(routehelp.FleetTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        dv = cls.start_fleet({"a": {}, "b": {"replica_of": "a"}, "c": {}, "d": {}})
+        dv = cls.start_fleet({"a": {}, "b": {"replica_of": "a"}, "c": {}, "d": {}},
+                             users=USERS + DOMAIN_USERS)
         # The directory: three groups of users, each pointed elsewhere by
         # one kind of field; the targets cycle so that many differ from
         # the ring's choice.
@@ -69,6 +72,7 @@ class RingTest(routehelp.FleetTestCase):
         cls.config = cfg
         cls.start_postern("A", cfg)
         cls.start_postern("B", cfg)
+        cls.start_postern("D", harness.deep_merge(cfg, {"routing": {"ring_key": "domain"}}))
         cls._ring = None
 
     def login_many(self, jobs):
@@ -169,6 +173,21 @@ class RingTest(routehelp.FleetTestCase):
               % dict(moved))
         for kind in ("shard", "backend", "host"):
             self.assertGreater(moved[kind], 0, "no %s= answer differed from the ring" % kind)
+
+
+    def test_ring_key_domain_keeps_a_domain_together(self):
+        jobs = [(p, "imap", u, "imap") for u in DOMAIN_USERS for p in ("A", "D")]
+        rows = self.placements(jobs)
+        by_domain = {p: collections.defaultdict(set) for p in ("A", "D")}
+        for p, proto, u, backend, dovecot in rows:
+            by_domain[p][u.split("@")[1]].add(SHARD_OF[dovecot])
+        print("\nshards per domain, ring_key user: %s; ring_key domain: %s"
+              % ({d: sorted(s) for d, s in sorted(by_domain["A"].items())},
+                 {d: sorted(s) for d, s in sorted(by_domain["D"].items())}))
+        for d, shards in by_domain["D"].items():
+            self.assertEqual(len(shards), 1, "domain %s split over %s" % (d, shards))
+        # By user, four users of a domain rarely share a shard (1 in 27 each).
+        self.assertTrue(any(len(s) > 1 for s in by_domain["A"].values()))
 
 
 if __name__ == "__main__":
