@@ -280,9 +280,23 @@ class FleetTestCase(unittest.TestCase):
         cls._n += 1
         p = testbed.Postern(harness.postern_binary(),
                             os.path.join(cls.tmp, "postern-%s-%d" % (name, cls._n)), config)
-        cls.addClassCleanup(p.stop)
+        cls.addClassCleanup(cls._stop_and_check, name, p)
         cls.posterns[name] = p
         return p
+
+    _SANITIZER = re.compile(r"ERROR: (Address|Leak)Sanitizer|runtime error:|"
+                            r"ERROR: ThreadSanitizer")
+
+    @classmethod
+    def _stop_and_check(cls, name, p):
+        """Stops postern p; a sanitizer build's report in its log fails the
+        class (the report would otherwise go with the temp dir)."""
+        code = p.stop()
+        m = cls._SANITIZER.search(p.log())
+        if m:
+            text = p.log()
+            raise AssertionError("postern %s (exit %s): sanitizer report:\n%s"
+                                 % (name, code, text[max(0, m.start() - 200):][:6000]))
 
     def tearDown(self):
         outcome = getattr(self, "_outcome", None)
