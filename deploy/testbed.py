@@ -6,16 +6,23 @@ Standard library only.
 
     Dovecot(workdir, imap_port=0, pop3_port=0, users=("alice", "bob", "carol"),
             password="demo", extra_messages=None, protocols=("imap", "pop3"),
-            master_users=None, oauth2=None, extra_conf="")
+            master_users=None, oauth2=None, extra_conf="", mail_root=None)
         A private Dovecot 2.3 instance: own config, base_dir, state_dir, logs
         and Maildirs under workdir, on loopback ports (0 picks free ones);
         protocols=("imap",) makes an IMAP-only store (no POP3 listener);
         optionally with a master passdb, an oauth2 passdb and extra settings
-        appended to its dovecot.conf.
+        appended to its dovecot.conf; mail_root=another.home_root makes a
+        replica serving the same Maildirs.
     make_cert(dir) -> (cert_path, key_path)
         Self-signed EC P-256 certificate for localhost / 127.0.0.1.
     Postern(binary, workdir, config)
         Runs `postern --config` and parses the ports it reports.
+    RedisServer(workdir, extra_conf="")
+        A private redis-server (own config and directory, a free loopback
+        port, stopped by PID) and a small RESP client (command()).
+    HAProxy(workdir, routes)
+        A private HAProxy in TCP mode, one frontend per route, each sending
+        PROXY protocol v2 (send-proxy-v2) to its target.
 
 CLI:
     testbed.py dovecot --dir DIR --imap-port 10143 --pop3-port 10110
@@ -197,7 +204,7 @@ class Dovecot:
                  ssl_cert=None, ssl_key=None, imaps_port=None, pop3s_port=None,
                  start=True, auth_failure_delay="0", passwords=None,
                  protocols=("imap", "pop3"), master_users=None, oauth2=None,
-                 extra_conf=""):
+                 extra_conf="", mail_root=None):
         """Prepares (and by default starts) the instance.
 
         extra_messages: {user: [size_in_bytes, ...]} random messages added to
@@ -219,6 +226,11 @@ class Dovecot:
             offered too.
         extra_conf: lines appended to dovecot.conf (later settings win), e.g.
             'imap_capability = ...' to hide an extension, auth_verbose = yes.
+            A section given again is merged with the one above (a further
+            `service imap-login { inet_listener ... }` adds a listener).
+        mail_root: another instance's home_root: this one serves the same
+            Maildirs (a replica of a shard; Dovecot's own locking keeps two
+            instances on one file system consistent) and writes no messages.
         """
         self.workdir = os.path.abspath(workdir)
         self.host = "127.0.0.1"
@@ -249,7 +261,9 @@ class Dovecot:
         self.base_dir = os.path.join(self.workdir, "run")
         self.state_dir = os.path.join(self.workdir, "state")
         self.log_path = os.path.join(self.workdir, "dovecot.log")
-        self.home_root = os.path.join(self.workdir, "home")
+        self.shared_mail = mail_root is not None
+        self.home_root = os.path.abspath(mail_root) if mail_root else os.path.join(
+            self.workdir, "home")
         self._seq = 0
         self.proc = None
         self._prepare(extra_messages or {})
@@ -267,6 +281,8 @@ class Dovecot:
         os.chmod(self.home_root, 0o755)
         self._write_passwd()
         self._write_conf()
+        if self.shared_mail:
+            return  # the instance that owns home_root wrote the messages
         uid, gid = _mail_ids()
         for user in self.users:
             self.maildir(user)  # creates it
@@ -541,6 +557,8 @@ default_client_limit = 4000
         SIGTERM if this process dies (no orphans when a test run is killed)."""
         if self.running():
             return
+        if self.proc is not None:
+            self.proc.poll()  # reaps the master of a previous run (doveadm stop)
         for attempt in range(3):
             out_path = os.path.join(self.workdir, "dovecot.stdout")
             out = open(out_path, "ab")
@@ -847,6 +865,217 @@ class Postern:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+class RedisError(Exception):
+    """An error reply (-ERR ...) from Redis."""
+
+
+class RedisServer:
+    """A private redis-server: own config and directory, a free loopback
+    port, started as our child and stopped by its PID (never the system's
+    one). Nothing is persisted: a restart starts empty.
+
+    command(*args) speaks RESP over a fresh connection: returns str, int,
+    None or a list, raises RedisError for an error reply and OSError when
+    the server cannot be reached."""
+
+    def __init__(self, workdir, extra_conf="", start=True):
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.extra_conf = extra_conf
+        self.conf_path = os.path.join(self.workdir, "redis.conf")
+        self.log_path = os.path.join(self.workdir, "redis.log")
+        self.proc = None
+        if start:
+            self.start()
+
+    @property
+    def address(self):
+        return "%s:%d" % (self.host, self.port)
+
+    def _write_conf(self):
+        with open(self.conf_path, "w") as f:
+            f.write("bind %s\nport %d\ndir %s\nlogfile %s\ndaemonize no\nsave \"\"\n"
+                    "appendonly no\nprotected-mode no\n%s\n"
+                    % (self.host, self.port, self.workdir, self.log_path, self.extra_conf))
+
+    def start(self, timeout=10.0):
+        """Starts (again, on the same port) and waits for PING."""
+        if self.running():
+            return
+        for attempt in range(3):
+            self._write_conf()
+            self.proc = subprocess.Popen(["redis-server", self.conf_path],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, preexec_fn=_kill_with_parent)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    if self.command("PING", timeout=1) == "PONG":
+                        return
+                except (OSError, RedisError):
+                    pass
+                time.sleep(0.02)
+            self.stop(signal.SIGKILL)
+            if "Address already in use" in self.log() and attempt < 2:
+                self.port = free_port()  # taken between our pick and the bind
+                continue
+            raise RuntimeError("redis-server did not start:\n%s" % self.log()[-2000:])
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def command(self, *args, timeout=5.0):
+        with socket.create_connection((self.host, self.port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            out = b"*%d\r\n" % len(args)
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(out)
+            f = s.makefile("rb")
+            return self._reply(f)
+
+    @classmethod
+    def _reply(cls, f):
+        line = f.readline()
+        if not line.endswith(b"\r\n"):
+            raise OSError("redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)
+            return data[:-2].decode(errors="replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [cls._reply(f) for _ in range(n)]
+        raise OSError("bad RESP line %r" % line)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+class HAProxy:
+    """A private HAProxy (mode tcp, one thread) started as our child and
+    stopped by its PID. routes: {name: (host, port)}: each gets a frontend
+    on a free 127.0.0.1 port that forwards to (host, port) with a PROXY
+    protocol v2 header (`send-proxy-v2`). port(name) says where."""
+
+    def __init__(self, workdir, routes, send_proxy="send-proxy-v2", start=True):
+        self.workdir = os.path.abspath(workdir)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.routes = dict(routes)
+        self.send_proxy = send_proxy
+        self.ports = {name: free_port() for name in self.routes}
+        self.conf_path = os.path.join(self.workdir, "haproxy.cfg")
+        self.log_path = os.path.join(self.workdir, "haproxy.out")
+        self.proc = None
+        if start:
+            self.start()
+
+    def port(self, name):
+        return self.ports[name]
+
+    def _write_conf(self):
+        parts = ["global\n  nbthread 1\n  maxconn 2000\n",
+                 "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 120s\n"
+                 "  timeout server 120s\n"]
+        for name, (host, port) in self.routes.items():
+            parts.append("frontend f_%s\n  bind 127.0.0.1:%d\n  default_backend b_%s\n"
+                         % (name, self.ports[name], name))
+            parts.append("backend b_%s\n  server s %s:%d %s\n"
+                         % (name, host, port, self.send_proxy))
+        with open(self.conf_path, "w") as f:
+            f.write("".join(parts))
+
+    def start(self, timeout=10.0):
+        self._write_conf()
+        out = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", self.conf_path],
+                                     stdin=subprocess.DEVNULL, stdout=out,
+                                     stderr=subprocess.STDOUT, preexec_fn=_kill_with_parent)
+        out.close()
+        deadline = time.monotonic() + timeout
+        for name in self.routes:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("haproxy exited with %s:\n%s"
+                                       % (self.proc.returncode, self.log()[-2000:]))
+                # Bound sockets show in /proc/net/tcp; a probe connection would
+                # reach the target as a session of its own.
+                if _listening(self.ports[name]):
+                    break
+                if time.monotonic() >= deadline:
+                    self.stop(signal.SIGKILL)
+                    raise RuntimeError("haproxy not listening:\n%s" % self.log()[-2000:])
+                time.sleep(0.02)
+
+    def stop(self, sig=signal.SIGTERM, timeout=5.0):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+def _listening(port):
+    """True when some socket listens on 127.0.0.1:port (from /proc/net/tcp)."""
+    want = "0100007F:%04X" % port
+    try:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 3 and fields[1] == want and fields[3] == "0A":
+                    return True
+    except OSError:
+        pass
+    return False
 
 
 def check_config(binary, path, timeout=20):

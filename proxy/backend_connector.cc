@@ -237,14 +237,19 @@ void BackendConnector::HandleImapLine(absl::string_view line) {
         return;
       }
       if (r.kind == ImapResponse::Kind::kTagged && r.tag == kIdTag) {
-        // Dovecot answers "Trusted ID completed." only to a proxy in its
-        // login_trusted_networks; otherwise it ignored the client's address.
+        // Recent Dovecots answer "Trusted ID completed." to a proxy in
+        // their login_trusted_networks and "ID completed." to others, who
+        // have the client's address ignored. Dovecot 2.3.19 (Debian 12)
+        // answers "ID completed." either way, and so does Postern itself:
+        // the answer cannot prove distrust, only hint at it.
         if (absl::EqualsIgnoreCase(r.status, "OK") &&
             !absl::StrContains(absl::AsciiStrToLower(r.text), "trusted")) {
           LogOnce(absl::StrCat("untrusted-id:", backend_.name),
-                  absl::StrCat("backend ", backend_.name, " does not trust Postern's IMAP ID (",
-                               LogQuoted(r.text), "): it ignores the client's address; add ",
-                               "Postern's address to its login_trusted_networks"));
+                  absl::StrCat("backend ", backend_.name,
+                               " did not confirm that it trusts Postern's IMAP ID (",
+                               LogQuoted(r.text), "; Dovecot 2.3.19 never does): if its log ",
+                               "shows Postern's address instead of the client's, add Postern's ",
+                               "address to its login_trusted_networks"));
         }
         return;
       }

@@ -34,6 +34,9 @@ class BackendHealth {
     // health.disconnect_spread).
     std::atomic<uint64_t> drop_second{0};
     std::atomic<uint32_t> drops{0};
+    // Which of backends[].source_addresses the next login connects from.
+    std::atomic<uint32_t> source_turn{0};
+    uint32_t NextSource() { return source_turn.fetch_add(1, std::memory_order_relaxed); }
   };
 
   explicit BackendHealth(const Config& config);

@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "protocol/line_splitter.h"
+#include "protocol/proxy_header.h"
 #include "proxy/backend_health.h"
 #include "proxy/worker.h"
 
@@ -14,12 +15,13 @@ class HealthChecker::Probe final : public ConnectionHandler {
  public:
   Probe(HealthChecker& owner, const BackendConfig& b) : owner_(owner), backend_(b), lines_(1024) {}
 
-  bool Start(Worker& w, std::chrono::milliseconds timeout) {
+  // `turn`: which of the backend's source addresses to connect from.
+  bool Start(Worker& w, std::chrono::milliseconds timeout, uint32_t turn) {
     conn_ = Connection::Create(w.poller(), w.pool(), this);
     const SocketAddress* source =
         backend_.source_addresses.empty()
             ? nullptr
-            : &backend_.source_addresses[w.NextRotation() % backend_.source_addresses.size()];
+            : &backend_.source_addresses[turn % backend_.source_addresses.size()];
     int r = conn_->Connect(reinterpret_cast<const sockaddr*>(&backend_.imap.storage), source);
     if (r != 0) {
       why_ = absl::StrCat("connect: ", uv_strerror(r));
@@ -39,6 +41,10 @@ class HealthChecker::Probe final : public ConnectionHandler {
       Finish(false, absl::StrCat("connect: ", uv_strerror(status)));
       return;
     }
+    // A backend that expects a PROXY header (Dovecot's `haproxy = yes`
+    // listeners) greets nobody without one: a v2 LOCAL header says this
+    // connection is the proxy's own (PP 2.2), as HAProxy's checks do.
+    if (backend_.send_proxy_v2) c.Write(BuildProxyV2Local());
     if (tls_ != nullptr) {
       const std::string& name = backend_.tls_name.empty() ? backend_.host : backend_.tls_name;
       if (!c.StartClientTls(*tls_, name, nullptr)) {
@@ -101,8 +107,11 @@ void HealthChecker::Round() {
     auto p = std::make_unique<Probe>(*this, b);
     Probe* raw = p.get();
     probes_.push_back(std::move(p));
-    if (!raw->Start(worker_, config_.health.check_timeout)) Done(raw, false, raw->why());
+    if (!raw->Start(worker_, config_.health.check_timeout, rounds_)) {
+      Done(raw, false, raw->why());
+    }
   }
+  ++rounds_;
   timer_.Restart(config_.health.check_interval);
 }
 

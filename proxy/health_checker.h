@@ -2,10 +2,12 @@
 
 // Active health checks (health.check_interval): every backend's IMAP port is
 // connected to and must greet (`* OK`, over TLS for an implicit-TLS
-// backend) within health.check_timeout; a failure counts like a login's
+// backend, after a PROXY v2 LOCAL header for a send_proxy one) within
+// health.check_timeout; a failure counts like a login's
 // connect failure (BackendHealth::Failed), a success brings a backend back
 // at once. Runs on one worker's loop; probes never touch sessions.
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,6 +37,7 @@ class HealthChecker {
   BackendHealth& health_;
   Timer timer_;
   std::vector<std::unique_ptr<Probe>> probes_;  // one per backend at most
+  uint32_t rounds_ = 0;                         // checks go from each source address in turn
 };
 
 }  // namespace postern

@@ -514,10 +514,12 @@ void Session::StartAttempts(const RouteResult& target) {
     candidates_.push_back(target.index);
   } else {
     // The shard's healthy replicas, least loaded (by this instance's open
-    // sessions) first; none: its fallback shard's (health.max_attempts of
-    // them are tried in turn before the client hears anything).
+    // sessions) first, then its fallback shard's (health.max_attempts of
+    // them are tried in turn before the client hears anything): a shard
+    // that dies is served by its fallback from the first login on, not
+    // only once it has been marked down.
     const ShardConfig* shard = &config_->shards[target.index];
-    for (int hops = 0; shard != nullptr && candidates_.empty() && hops < 2; ++hops) {
+    for (int hops = 0; shard != nullptr && hops < 2; ++hops) {
       std::vector<std::pair<int32_t, size_t>> up;
       for (size_t b : shard->backends) {
         BackendHealth::Slot* slot = worker_.health().Find(config_->backends[b].name);
@@ -656,7 +658,12 @@ void Session::OnRouted(const BackendConfig& b) {
   link.tls = worker_.backend_tls(b.name);
   link.tls_session = link.tls != nullptr ? worker_.backend_tls_session(b.name) : nullptr;
   if (!b.source_addresses.empty()) {
-    link.source = &b.source_addresses[worker_.NextRotation() % b.source_addresses.size()];
+    // In turn per backend, across workers (a counter of its own: the
+    // worker's rotation also breaks ties between replicas, and shared it
+    // would always land on the same address with two of them).
+    BackendHealth::Slot* slot = worker_.health().Find(b.name);
+    const uint32_t turn = slot != nullptr ? slot->NextSource() : worker_.NextRotation();
+    link.source = &b.source_addresses[turn % b.source_addresses.size()];
   }
   link.client = peer_;
   link.local = PeerAddress::Local(client_->fd());
