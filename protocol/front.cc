@@ -34,6 +34,13 @@ absl::string_view NoticeText(bool imap, Notice notice) {
     case Notice::kBusy:
       return imap ? "* BYE [UNAVAILABLE] Server busy, try again later.\r\n"
                   : "-ERR [SYS/TEMP] Server busy, try again later.\r\n";
+    case Notice::kKicked:
+      // RFC 5530 section 3: UNAVAILABLE; RFC 3206 section 4: SYS/TEMP.
+      return imap ? "* BYE [UNAVAILABLE] Disconnected by the administrator.\r\n"
+                  : "-ERR [SYS/TEMP] Disconnected by the administrator.\r\n";
+    case Notice::kDrained:
+      return imap ? "* BYE [UNAVAILABLE] Mail server under maintenance, please reconnect.\r\n"
+                  : "-ERR [SYS/TEMP] Mail server under maintenance, please reconnect.\r\n";
   }
   return "";
 }

@@ -192,6 +192,8 @@ enum class Notice {
   kShutdown,  // the server stops
   kIpCap,     // too many connections from the client's address
   kBusy,      // too many sessions before login on this worker
+  kKicked,    // an administrator ended the user's sessions
+  kDrained,   // the backend is being drained (admin API)
 };
 // "* BYE ...\r\n" (IMAP) or "-ERR ...\r\n" (POP3). Refusals carry the
 // RFC 5530 UNAVAILABLE / RFC 3206 SYS/TEMP codes: come back later.

@@ -2,14 +2,20 @@
 
 #include <uv.h>
 
-#include "proxy/log_text.h"
+#include "proxy/event_log.h"
 #include "spdlog/spdlog.h"
 
 namespace postern {
 
-BackendHealth::BackendHealth(const Config& config) {
+BackendHealth::BackendHealth(const Config& config, const BackendHealth* previous) {
   for (const BackendConfig& b : config.backends) {
-    auto s = std::make_unique<Slot>();
+    if (previous != nullptr) {
+      if (auto it = previous->slots_.find(b.name); it != previous->slots_.end()) {
+        slots_[b.name] = it->second;
+        continue;
+      }
+    }
+    auto s = std::make_shared<Slot>();
     s->name = b.name;
     slots_[b.name] = std::move(s);
   }
@@ -30,15 +36,19 @@ void BackendHealth::Failed(Slot& s, const HealthConfig& h, absl::string_view why
   const uint64_t before = s.down_until_ms.exchange(until);
   // One line when it goes down (not on every failure while down).
   if (before <= now) {
-    spdlog::warn("backend down: backend={} failures={} cooldown_ms={} detail=\"{}\"", s.name, n,
-                 h.cooldown.count(), LogQuoted(why));
+    LogEvent("backend_down")
+        .Str("backend", s.name)
+        .Num("failures", n)
+        .Num("cooldown_ms", static_cast<int64_t>(h.cooldown.count()))
+        .Quoted("detail", why)
+        .Emit(spdlog::level::warn);
   }
 }
 
 void BackendHealth::Succeeded(Slot& s) {
   s.failures.store(0);
   const uint64_t before = s.down_until_ms.exchange(0);
-  if (before != 0) spdlog::info("backend up: backend={}", s.name);
+  if (before != 0) LogEvent("backend_up").Str("backend", s.name).Emit();
 }
 
 uint32_t BackendHealth::Dropped(Slot& s) {

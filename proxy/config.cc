@@ -11,6 +11,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -336,6 +338,9 @@ class Parser {
   absl::Status ParseHealth(const Field& f, HealthConfig& health) const;
   absl::Status ParseRedis(const Field& f, RedisConfig& redis) const;
   absl::Status ParseAbuse(const Field& f, AbusePolicy& abuse) const;
+  absl::Status ParseAdmin(const Field& f, AdminConfig& admin) const;
+  // A file holding one line (a secret): its content.
+  absl::StatusOr<std::string> OneLineFile(const Field& f, absl::string_view what) const;
 
   std::string source_;
   std::string base_dir_;  // relative paths resolve against it
@@ -665,21 +670,46 @@ absl::Status Parser::ParseTls(const Mapping& root, Config& config) const {
                               "] uses tls: ", TlsModeName(tls_listener->tls)));
   }
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
-      Mapping m, ReadMapping(*section, {"certificate", "key", "min_version", "session_tickets"}));
+      Mapping m, ReadMapping(*section, {"certificate", "key", "certificates", "min_version",
+                                        "session_tickets", "ticket_key_file"}));
   const bool needed = tls_listener != nullptr;
   // Without a TLS listener the section is checked for form only: the files
   // need not exist on a plaintext-only test setup.
   const Field* certificate = m.Find("certificate");
-  if (certificate != nullptr) {
-    POSTERN_CONFIG_ASSIGN_OR_RETURN(config.tls.certificate, FilePath(*certificate, needed));
-  } else if (needed) {
-    return Missing(m, "certificate");
-  }
   const Field* key = m.Find("key");
-  if (key != nullptr) {
-    POSTERN_CONFIG_ASSIGN_OR_RETURN(config.tls.key, FilePath(*key, needed));
-  } else if (needed) {
-    return Missing(m, "key");
+  const Field* list = m.Find("certificates");
+  if (list != nullptr && (certificate != nullptr || key != nullptr)) {
+    return FieldError(*list, "give either certificates or certificate and key, not both");
+  }
+  if (list != nullptr) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(*list));
+    std::vector<Field> items = Items(*list);
+    if (items.empty()) return FieldError(*list, "at least one certificate is needed");
+    for (const Field& item : items) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping c, ReadMapping(item, {"certificate", "key"}));
+      TlsCertificateConfig tc;
+      const Field* cf = c.Find("certificate");
+      if (cf == nullptr) return Missing(c, "certificate");
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(tc.certificate, FilePath(*cf, needed));
+      const Field* kf = c.Find("key");
+      if (kf == nullptr) return Missing(c, "key");
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(tc.key, FilePath(*kf, needed));
+      config.tls.certificates.push_back(std::move(tc));
+    }
+  } else {
+    if (certificate != nullptr) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(config.tls.certificate, FilePath(*certificate, needed));
+    } else if (needed) {
+      return Missing(m, "certificate");
+    }
+    if (key != nullptr) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(config.tls.key, FilePath(*key, needed));
+    } else if (needed) {
+      return Missing(m, "key");
+    }
+  }
+  if (const Field* f = m.Find("ticket_key_file")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(config.tls.ticket_key_file, FilePath(*f, needed));
   }
   if (const Field* f = m.Find("min_version")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*f, {"1.2", "1.3"}));
@@ -746,13 +776,8 @@ absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const
   if (master != nullptr) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(b.master_user, Token(*master));
     POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string path, FilePath(*master_file, true));
-    std::ifstream in(path);
-    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
-    if (secret.empty() || secret.find_first_of(std::string("\r\n\0", 3)) != std::string::npos) {
-      return FieldError(*master_file, "the file must hold one line, the master password");
-    }
-    b.master_password = std::move(secret);
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(b.master_password,
+                                    OneLineFile(*master_file, "the master password"));
   }
   if (const Field* f = m.Find("tls")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*f, {"none", "implicit", "starttls"}));
@@ -860,7 +885,7 @@ absl::Status Parser::ParseLimits(const Field& f, LimitsConfig& limits) const {
       Mapping m,
       ReadMapping(f, {"max_line", "max_prelogin_literal", "error_budget", "relay_high_watermark",
                       "relay_low_watermark", "max_auth_attempts", "max_pending_replies",
-                      "max_connections_per_ip", "max_prelogin_sessions"}));
+                      "max_connections_per_ip", "max_prelogin_sessions", "max_sessions"}));
   constexpr uint64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
   if (const Field* x = m.Find("max_line")) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(limits.max_line, Size(*x, 512));
@@ -906,13 +931,17 @@ absl::Status Parser::ParseLimits(const Field& f, LimitsConfig& limits) const {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, kMaxU32));
     limits.max_prelogin_sessions = static_cast<uint32_t>(v);
   }
+  if (const Field* x = m.Find("max_sessions")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 0, 10'000'000));
+    limits.max_sessions = static_cast<uint32_t>(v);
+  }
   return absl::OkStatus();
 }
 
 absl::Status Parser::ParseTimeouts(const Field& f, TimeoutsConfig& timeouts) const {
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
       Mapping m, ReadMapping(f, {"login", "login_deadline", "backend_connect", "backend_login",
-                                 "imap_idle", "pop3_idle", "shutdown_grace"}));
+                                 "imap_idle", "pop3_idle", "shutdown_grace", "shutdown_deadline"}));
   const std::pair<absl::string_view, TimeoutsConfig::Ms*> slots[] = {
       {"login", &timeouts.login},
       {"login_deadline", &timeouts.login_deadline},
@@ -921,6 +950,7 @@ absl::Status Parser::ParseTimeouts(const Field& f, TimeoutsConfig& timeouts) con
       {"imap_idle", &timeouts.imap_idle},
       {"pop3_idle", &timeouts.pop3_idle},
       {"shutdown_grace", &timeouts.shutdown_grace},
+      {"shutdown_deadline", &timeouts.shutdown_deadline},
   };
   for (const auto& [key, slot] : slots) {
     if (const Field* x = m.Find(key)) {
@@ -930,8 +960,54 @@ absl::Status Parser::ParseTimeouts(const Field& f, TimeoutsConfig& timeouts) con
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> Parser::OneLineFile(const Field& f, absl::string_view what) const {
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string path, FilePath(f, true));
+  std::ifstream in(path);
+  std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+  if (secret.empty() || secret.find_first_of(std::string("\r\n\0", 3)) != std::string::npos) {
+    return FieldError(f, absl::StrCat("the file must hold one line, ", what));
+  }
+  return secret;
+}
+
+absl::Status Parser::ParseAdmin(const Field& f, AdminConfig& admin) const {
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m,
+                                  ReadMapping(f, {"address", "token_file", "drain_spread"}));
+  admin.enabled = true;
+  if (const Field* x = m.Find("address")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(admin.address, HostPort(*x, ":9199"));
+  } else {
+    admin.address = *ParseSocketAddress("127.0.0.1", 9199);
+  }
+  const Field* token = m.Find("token_file");
+  // Every route but the health checks can drain, kick and reload: never
+  // without a token.
+  if (token == nullptr) return Missing(m, "token_file");
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(admin.token_file, FilePath(*token, true));
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(admin.token, OneLineFile(*token, "the bearer token"));
+  if (admin.token.size() < 16) {
+    return FieldError(*token, "the token must be at least 16 characters");
+  }
+  if (const Field* x = m.Find("drain_spread")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(admin.drain_spread, Duration(*x));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Parser::ParseLog(const Field& f, LogConfig& log) const {
-  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m, ReadMapping(f, {"level"}));
+  POSTERN_CONFIG_ASSIGN_OR_RETURN(Mapping m, ReadMapping(f, {"level", "format", "trace_users"}));
+  if (const Field* x = m.Find("format")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(size_t v, OneOf(*x, {"json", "text"}));
+    log.json = v == 0;
+  }
+  if (const Field* x = m.Find("trace_users")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ExpectSequence(*x));
+    for (const Field& item : Items(*x)) {
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string user, Token(item));
+      log.trace_users.push_back(std::move(user));
+    }
+  }
   if (const Field* x = m.Find("level")) {
     static constexpr const char* kLevels[] = {"trace", "debug", "info", "warn", "error"};
     POSTERN_CONFIG_ASSIGN_OR_RETURN(
@@ -1272,10 +1348,11 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
   // of listeners.
   POSTERN_CONFIG_ASSIGN_OR_RETURN(
       Mapping m,
-      ReadMapping(root, "", 1,
-                  {"workers", "hostname", "listeners", "tls", "backends", "routing", "limits",
-                   "timeouts", "gateway", "directories", "directory", "auth_cache", "shards",
-                   "health", "redis", "proxy_ttl", "abuse", "log"}));
+      ReadMapping(
+          root, "", 1,
+          {"workers",  "hostname",  "listeners",   "tls",       "backends",   "routing", "limits",
+           "timeouts", "gateway",   "directories", "directory", "auth_cache", "shards",  "health",
+           "redis",    "proxy_ttl", "abuse",       "log",       "admin",      "user",    "group"}));
   auto config = std::make_shared<Config>();
   config->source = source_;
   if (const Field* f = m.Find("workers")) {
@@ -1360,6 +1437,41 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
   }
   if (const Field* f = m.Find("log")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseLog(*f, config->log));
+  }
+  if (const Field* f = m.Find("admin")) {
+    POSTERN_CONFIG_RETURN_IF_ERROR(ParseAdmin(*f, config->admin));
+    for (const ListenerConfig& l : config->listeners) {
+      if (PortOf(l.address) != 0 && l.address.text == config->admin.address.text) {
+        return FieldError(*f, absl::StrCat("admin.address ", config->admin.address.text,
+                                           " is already used by listener ", l.name));
+      }
+    }
+  }
+  if (const Field* f = m.Find("user")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(config->user, Token(*f));
+    char buf[4096];
+    passwd pw{};
+    passwd* found = nullptr;
+    if (getpwnam_r(config->user.c_str(), &pw, buf, sizeof(buf), &found) != 0 || found == nullptr) {
+      return FieldError(*f, absl::StrCat("no such user ", Quote(config->user)));
+    }
+    config->uid = found->pw_uid;
+    config->gid = found->pw_gid;  // the user's group unless `group` says otherwise
+  }
+  if (const Field* f = m.Find("group")) {
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(config->group, Token(*f));
+    char buf[4096];
+    group gr{};
+    group* found = nullptr;
+    if (getgrnam_r(config->group.c_str(), &gr, buf, sizeof(buf), &found) != 0 || found == nullptr) {
+      return FieldError(*f, absl::StrCat("no such group ", Quote(config->group)));
+    }
+    config->gid = found->gr_gid;
+  }
+  if (config->timeouts.shutdown_deadline < config->timeouts.shutdown_grace) {
+    return Error(1, "timeouts.shutdown_deadline",
+                 absl::StrCat("must not be shorter than timeouts.shutdown_grace (",
+                              config->timeouts.shutdown_grace.count(), " ms)"));
   }
   return std::shared_ptr<const Config>(std::move(config));
 }

@@ -115,9 +115,23 @@ struct BackendConfig {
   std::vector<SocketAddress> source_addresses;
 };
 
+// tls.certificates[i]: one certificate of several (SNI).
+struct TlsCertificateConfig {
+  std::string certificate;  // PEM chain, leaf first
+  std::string key;          // PEM private key
+};
+
 struct TlsConfig {
-  std::string certificate;          // tls.certificate: PEM chain, leaf first
-  std::string key;                  // tls.key: PEM private key
+  std::string certificate;  // tls.certificate: PEM chain, leaf first
+  std::string key;          // tls.key: PEM private key
+  // tls.certificates: instead of certificate/key, several certificates
+  // chosen by the client's server name (SNI; the first is the default), an
+  // ECDSA and an RSA one side by side for a name (tls/README.md).
+  std::vector<TlsCertificateConfig> certificates;
+  // tls.ticket_key_file: session ticket keys shared by a fleet (newest
+  // first; tls/tls_ticket_keys.h), re-read when it changes. Empty: keys
+  // made in memory, rotated every 12 hours, kept across reloads.
+  std::string ticket_key_file;
   std::string min_version = "1.2";  // tls.min_version: "1.2" | "1.3"
   bool session_tickets = true;      // tls.session_tickets
 };
@@ -143,6 +157,11 @@ struct LimitsConfig {
   // limits.max_prelogin_sessions: concurrent sessions before login, per
   // worker; 0: no cap.
   uint32_t max_prelogin_sessions = 5000;
+  // limits.max_sessions: concurrent sessions of this instance (all workers,
+  // before and after login). Each holds two descriptors: at start the open
+  // files limit is raised to what this needs, or Postern refuses to start.
+  // 0: as many as the open files limit allows (raised to its hard limit).
+  uint32_t max_sessions = 0;
 };
 
 struct TimeoutsConfig {
@@ -156,7 +175,12 @@ struct TimeoutsConfig {
   Ms imap_idle{
       31 * 60'000};  // timeouts.imap_idle: no bytes either way after login (IDLE needs >= 30 min)
   Ms pop3_idle{10 * 60'000};  // timeouts.pop3_idle: RFC 1939 section 3 (at least 10 minutes)
-  Ms shutdown_grace{10'000};  // timeouts.shutdown_grace: after SIGTERM, before sessions are closed
+  // timeouts.shutdown_grace: after SIGTERM, how long sessions may go on
+  // before each is told to end at its next safe point.
+  Ms shutdown_grace{10'000};
+  // timeouts.shutdown_deadline: after SIGTERM, when the sessions still open
+  // are cut and the process exits (0) whatever they were doing.
+  Ms shutdown_deadline{30'000};
 };
 
 // directories[i]: who checks a login before a backend sees it
@@ -225,6 +249,24 @@ struct GatewayConfig {
 
 struct LogConfig {
   std::string level = "info";  // log.level: trace|debug|info|warn|error
+  // log.format: json (one JSON object per line, to stdout) | text.
+  bool json = true;
+  // log.trace_users: users whose sessions are traced byte for byte (both
+  // directions; pre-login secrets masked), for debugging a client.
+  std::vector<std::string> trace_users;
+};
+
+// admin: the HTTP admin endpoint (proxy/admin.h). Off without the section.
+struct AdminConfig {
+  bool enabled = false;
+  SocketAddress address;  // admin.address, default 127.0.0.1:9199
+  // admin.token_file (required): the bearer token every route but
+  // /healthz and /readyz needs; read at load (`token`) and by the endpoint.
+  std::string token_file;
+  std::string token;
+  // admin.drain_spread: a drained backend's sessions are closed over this
+  // long (randomly), so their clients do not reconnect all at once.
+  std::chrono::milliseconds drain_spread{10'000};
 };
 
 struct Config {
@@ -254,6 +296,13 @@ struct Config {
   std::string directory;  // the default directory's name; "": passthrough
   AuthCacheConfig auth_cache;
   LogConfig log;
+  AdminConfig admin;
+  // user / group: after binding the listeners (privileged ports), the
+  // process drops to them. Empty: stays who it is.
+  std::string user;
+  std::string group;
+  uid_t uid = 0;                     // of `user` (resolved at load)
+  gid_t gid = 0;                     // of `group`, else of `user`'s primary group
   std::string hostname = "postern";  // greeting name (hostname:)
   std::string source;                // the file it came from
 };

@@ -10,7 +10,8 @@ bool ConnectionLimiter::Acquire(const IpKey& ip) {
   Shard& s = ShardOf(ip);
   std::lock_guard<std::mutex> lock(s.mu);
   uint32_t& n = s.counts[ip];
-  if (max_per_ip_ != 0 && n >= max_per_ip_) {
+  const uint32_t max = max_per_ip_.load(std::memory_order_relaxed);
+  if (max != 0 && n >= max) {
     if (n == 0) s.counts.erase(ip);
     return false;
   }

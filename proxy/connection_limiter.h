@@ -5,6 +5,7 @@
 // session ends. Sharded by the address's hash so workers rarely meet on a
 // lock; the tables hold only addresses with open connections.
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 
@@ -17,6 +18,8 @@ class ConnectionLimiter {
  public:
   // `max_per_ip` 0: no cap (still counted, for the admin views to come).
   explicit ConnectionLimiter(uint32_t max_per_ip) : max_per_ip_(max_per_ip) {}
+  // A reload's new cap (connections already counted stay).
+  void set_max_per_ip(uint32_t max) { max_per_ip_.store(max, std::memory_order_relaxed); }
   ConnectionLimiter(const ConnectionLimiter&) = delete;
   ConnectionLimiter& operator=(const ConnectionLimiter&) = delete;
 
@@ -35,7 +38,7 @@ class ConnectionLimiter {
   };
   Shard& ShardOf(const IpKey& ip) const;
 
-  uint32_t max_per_ip_;
+  std::atomic<uint32_t> max_per_ip_;
   mutable Shard shards_[kShards];
 };
 

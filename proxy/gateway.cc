@@ -36,6 +36,7 @@ void Gateway::Start() {
   backend_.input().set_pool(worker_.bulk_pool());
   cleanup_timer_.Init(worker_.loop());
   backend_.StartReading();
+  traced_in_ = client_.input().size();  // traced before login
   // Commands the client pipelined behind PASS wait in its buffer: the
   // translator reads them once the maildrop is open.
   Step([this] {
@@ -65,6 +66,7 @@ void Gateway::Step(F&& call) {
     wrote = Flush();
   }
   busy_ = false;
+  if (!finished_) traced_in_ = client_.input().size();
   Settle();
 }
 
@@ -74,6 +76,7 @@ bool Gateway::Flush() {
     out_.Clear();
     return false;
   }
+  if (trace_ != nullptr) trace_->Relayed(false, out_);
   client_.Write(out_);
   return true;
 }
@@ -103,6 +106,7 @@ void Gateway::OnData(Connection& c) {
   if (finished_) return;
   host_.StageActivity();
   if (&c == &client_) {
+    if (trace_ != nullptr) trace_->RelayedFrom(true, client_.input(), traced_in_);
     Step([this] { gw_.OnClientData(client_.input()); });
     return;
   }
@@ -150,8 +154,9 @@ void Gateway::StartCleanupTimer() {
   });
 }
 
-void Gateway::Shutdown(absl::string_view notice) {
+void Gateway::Shutdown(absl::string_view notice, const char* reason) {
   if (finished_) return;
+  shutdown_reason_ = reason;
   // POP3 sessions end after their current answer (the translator finishes
   // it, then sends the notice); the backend work after it is bounded.
   StartCleanupTimer();
@@ -182,7 +187,11 @@ size_t Gateway::ClientBacklog() const { return client_.pending() + out_.size(); 
 void Gateway::Finish(absl::string_view reason) {
   // From inside the translator: flush its last words first.
   Flush();
-  if (!finished_) host_.StageEnded(reason);
+  if (finished_) return;
+  // The translator ends a shut-down session with "server shutdown"; the
+  // session says why it was shut down.
+  host_.StageEnded(shutdown_reason_ != nullptr && reason == "server shutdown" ? shutdown_reason_
+                                                                              : reason);
 }
 
 }  // namespace postern

@@ -21,6 +21,7 @@
 #include "protocol/buffer.h"
 #include "protocol/pop3_gateway.h"
 #include "proxy/connection.h"
+#include "proxy/session_trace.h"
 #include "proxy/stage.h"
 #include "proxy/uv_handle.h"
 
@@ -36,7 +37,10 @@ class Gateway final : public Stage, public ConnectionHandler, private Pop3Gatewa
 
   // Stage
   void Start() override;
-  void Shutdown(absl::string_view notice) override;
+  void Shutdown(absl::string_view notice, const char* reason) override;
+  // Before Start(): the session is traced (log.trace_users): the client's
+  // side of the dialogue is written.
+  void set_trace(SessionTrace* trace) { trace_ = trace; }
   // RFC 1939 section 3: the session closes without UPDATE; the \Seen flags
   // are stored and the backend logged out first, as after a disconnect.
   void IdleTimeout() override;
@@ -78,6 +82,9 @@ class Gateway final : public Stage, public ConnectionHandler, private Pop3Gatewa
   bool backend_paused_ = false;  // the client's queue passed the high watermark
   bool client_gone_ = false;
   bool finished_ = false;
+  const char* shutdown_reason_ = nullptr;  // Shutdown(): why the session ends
+  SessionTrace* trace_ = nullptr;
+  size_t traced_in_ = 0;  // client input bytes already traced
 };
 
 }  // namespace postern

@@ -16,7 +16,8 @@ class HealthChecker::Probe final : public ConnectionHandler {
   Probe(HealthChecker& owner, const BackendConfig& b) : owner_(owner), backend_(b), lines_(1024) {}
 
   // `turn`: which of the backend's source addresses to connect from.
-  bool Start(Worker& w, std::chrono::milliseconds timeout, uint32_t turn) {
+  bool Start(Worker& w, const Snapshot& snapshot, std::chrono::milliseconds timeout,
+             uint32_t turn) {
     conn_ = Connection::Create(w.poller(), w.pool(), this);
     const SocketAddress* source =
         backend_.source_addresses.empty()
@@ -27,7 +28,8 @@ class HealthChecker::Probe final : public ConnectionHandler {
       why_ = absl::StrCat("connect: ", uv_strerror(r));
       return false;
     }
-    tls_ = backend_.tls == BackendTls::kImplicit ? w.backend_tls(backend_.name) : nullptr;
+    tls_ =
+        backend_.tls == BackendTls::kImplicit ? snapshot.backend_tls_for(backend_.name) : nullptr;
     timer_.Init(w.loop());
     timer_.Start(timeout, [this] { Finish(false, "no greeting in time"); });
     return true;
@@ -89,8 +91,11 @@ class HealthChecker::Probe final : public ConnectionHandler {
   bool finished_ = false;
 };
 
-HealthChecker::HealthChecker(Worker& worker, const Config& config, BackendHealth& health)
-    : worker_(worker), config_(config), health_(health) {}
+HealthChecker::HealthChecker(Worker& worker, std::shared_ptr<const Snapshot> snapshot)
+    : worker_(worker),
+      snapshot_(std::move(snapshot)),
+      config_(*snapshot_->config),
+      health_(*snapshot_->health) {}
 
 HealthChecker::~HealthChecker() = default;
 
@@ -107,7 +112,7 @@ void HealthChecker::Round() {
     auto p = std::make_unique<Probe>(*this, b);
     Probe* raw = p.get();
     probes_.push_back(std::move(p));
-    if (!raw->Start(worker_, config_.health.check_timeout, rounds_)) {
+    if (!raw->Start(worker_, *snapshot_, config_.health.check_timeout, rounds_)) {
       Done(raw, false, raw->why());
     }
   }

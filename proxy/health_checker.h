@@ -14,6 +14,7 @@
 
 #include "proxy/config.h"
 #include "proxy/connection.h"
+#include "proxy/snapshot.h"
 #include "proxy/uv_handle.h"
 
 namespace postern {
@@ -23,7 +24,8 @@ class Worker;
 
 class HealthChecker {
  public:
-  HealthChecker(Worker& worker, const Config& config, BackendHealth& health);
+  // Checks the backends of `snapshot` (a reload replaces the checker).
+  HealthChecker(Worker& worker, std::shared_ptr<const Snapshot> snapshot);
   ~HealthChecker();
   void Start();
 
@@ -33,6 +35,7 @@ class HealthChecker {
   void Done(Probe* probe, bool ok, const std::string& why);
 
   Worker& worker_;
+  std::shared_ptr<const Snapshot> snapshot_;
   const Config& config_;
   BackendHealth& health_;
   Timer timer_;

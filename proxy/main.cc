@@ -8,8 +8,9 @@
 #include <string>
 
 #include "proxy/config.h"
+#include "proxy/event_log.h"
 #include "proxy/server.h"
-#include "spdlog/sinks/stdout_sinks.h"
+#include "proxy/version.h"
 #include "spdlog/spdlog.h"
 
 // jemalloc reads this at start-up. Freed pages go back to the system within
@@ -41,7 +42,7 @@ int main(int argc, char** argv) {
       check_only = check_only || a == "--check-config";
       config_path = argv[++i];
     } else if (a == "--version") {
-      std::printf("postern 0.1.0\n");
+      std::printf("postern %s\n", POSTERN_VERSION);
       return 0;
     } else if (a == "--help" || a == "-h") {
       Usage(stdout);
@@ -56,9 +57,9 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  auto logger = spdlog::stderr_logger_mt("postern");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
-  spdlog::set_default_logger(logger);
+  // Until the config is read: text to stdout (errors about the config
+  // itself go to stderr, below).
+  postern::InstallLogger(false);
 
   absl::StatusOr<std::shared_ptr<const postern::Config>> config =
       postern::LoadConfigFile(config_path);
@@ -67,29 +68,27 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_only) {
-    // Load the certificate and key too: a config that cannot start is bad.
-    absl::StatusOr<std::shared_ptr<const postern::TlsContext>> tls =
-        postern::LoadTlsContext(**config);
-    if (!tls.ok()) {
-      std::fprintf(stderr, "%s: %s\n", config_path.c_str(),
-                   std::string(tls.status().message()).c_str());
-      return 2;
-    }
-    absl::StatusOr<std::unique_ptr<postern::SharedState>> shared =
-        postern::LoadSharedState(**config);
-    if (!shared.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(shared.status().message()).c_str());
+    // Load the certificates, keys and passwd-files too: a config that
+    // cannot start is bad.
+    absl::Status st = postern::CheckSnapshot(**config);
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
       return 2;
     }
     std::printf("config ok\n");
     return 0;
   }
+  postern::InstallLogger((*config)->log.json);
   // Start-up lines (listening addresses, ready) are always printed; the
   // configured level applies once the server is ready (Server::Run).
   spdlog::set_level(spdlog::level::info);
 
-  absl::StatusOr<std::unique_ptr<postern::Server>> server = postern::Server::Create(*config);
+  absl::StatusOr<std::unique_ptr<postern::Server>> server =
+      postern::Server::Create(config_path, *config);
   if (!server.ok()) {
+    // On stderr as the config errors are (a supervisor shows it), and in
+    // the log.
+    std::fprintf(stderr, "%s\n", std::string(server.status().message()).c_str());
     spdlog::error("{}", std::string(server.status().message()));
     return 1;
   }

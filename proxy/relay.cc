@@ -42,11 +42,12 @@ void Relay::Start() {
   }
   if (!backend_.input().empty()) {
     Track(backend_, backend_.input());
+    if (trace_ != nullptr) trace_->Relayed(false, backend_.input());
     client_.Write(backend_.input());
   }
   // POP3 answers end at a line with a single ".": only a tracker that sees
   // every byte finds it, so POP3 pairs are never spliced.
-  if (protocol_ == Protocol::kImap && !client_.tls() && !backend_.tls()) {
+  if (protocol_ == Protocol::kImap && !client_.tls() && !backend_.tls() && trace_ == nullptr) {
     // Both sides plaintext: bytes go socket -> pipe -> socket in the kernel,
     // never through our buffers (ARCHITECTURE.md; issue 3's splice lever).
     splice_ = std::make_unique<Splice>();
@@ -81,6 +82,7 @@ void Relay::OnData(Connection& c) {
     return;
   }
   Track(c, c.input());
+  if (trace_ != nullptr) trace_->Relayed(&c == &client_, c.input());
   Connection& to = Other(c);
   to.Write(c.input());
   if (to.above_high_watermark()) c.StopReading();
@@ -117,7 +119,7 @@ bool Relay::DrainFrom(Buffer& bytes) {
 void Relay::FinishDrain() {
   SpillAll();  // the notice goes after what the client was already owed
   client_.Write(notice_);
-  host_.StageEnded("server shutdown");
+  host_.StageEnded(drain_reason_);
 }
 
 void Relay::OnDrained(Connection& c) {
@@ -252,8 +254,9 @@ void Relay::Spill(SpliceDir& d, Connection& to) {
   to.Write(bytes);  // counted as sent here, as they were not by the splice
 }
 
-void Relay::Shutdown(absl::string_view notice) {
+void Relay::Shutdown(absl::string_view notice, const char* reason) {
   if (finished_ || draining_) return;
+  drain_reason_ = reason;
   // The client's commands stop here; the server's answers go on to the
   // first point between two responses, and the notice goes there.
   draining_ = true;

@@ -22,6 +22,7 @@
 #include "proxy/config.h"
 #include "proxy/connection.h"
 #include "proxy/pipe_pool.h"
+#include "proxy/session_trace.h"
 #include "proxy/stage.h"
 
 namespace postern {
@@ -35,10 +36,13 @@ class Relay final : public Stage, public ConnectionHandler {
 
   // Stage
   void Start() override;
-  void Shutdown(absl::string_view notice) override;
+  void Shutdown(absl::string_view notice, const char* reason) override;
   void IdleTimeout() override { host_.StageEnded("idle timeout"); }
   void Finish() override;
   std::string Describe() const override { return spliced_ ? "splice" : "relay"; }
+  // Before Start(): the session is traced (log.trace_users); the relay then
+  // passes every byte through user space (no splice).
+  void set_trace(SessionTrace* trace) { trace_ = trace; }
 
   // ConnectionHandler
   void OnData(Connection& c) override;
@@ -83,10 +87,12 @@ class Relay final : public Stage, public ConnectionHandler {
   Connection& backend_;
   StageHost& host_;
   std::unique_ptr<Splice> splice_;
+  SessionTrace* trace_ = nullptr;
   ImapResponseTracker imap_;  // backend -> client, IMAP
   Pop3ResponseTracker pop3_;  // both directions, POP3
   absl::string_view notice_;  // while draining: a static notice owed to the client
-  bool spliced_ = false;      // for Describe(): the pair was spliced
+  const char* drain_reason_ = "";
+  bool spliced_ = false;  // for Describe(): the pair was spliced
   bool draining_ = false;
   bool finished_ = false;
 };

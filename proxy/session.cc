@@ -10,11 +10,13 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "protocol/imap_front.h"
 #include "protocol/imap_response.h"
 #include "protocol/imap_string.h"
 #include "protocol/pop3_front.h"
 #include "proxy/backend_health.h"
+#include "proxy/event_log.h"
 #include "proxy/gateway.h"
 #include "proxy/log_text.h"
 #include "proxy/relay.h"
@@ -67,11 +69,13 @@ std::array<char, 16> NewSessionId() {
 
 }  // namespace
 
-Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client,
-                 const PeerAddress& peer, bool trusted)
+Session::Session(Worker& worker, std::shared_ptr<WorkerView> view, const ListenerConfig& listener,
+                 ConnectionPtr client, const PeerAddress& peer, bool trusted)
     : worker_(worker),
+      snapshot_(view->snapshot_ptr()),
+      view_(std::move(view)),
       listener_(listener),
-      config_(worker.config_ptr()),
+      config_(snapshot_->config),
       client_(std::move(client)),
       started_(std::chrono::steady_clock::now()),
       peer_(peer),
@@ -80,6 +84,37 @@ Session::Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr c
       trusted_(trusted) {
   client_->set_handler(this);
   hops_ = config_->proxy_ttl;
+  listener_index_ = static_cast<size_t>(&listener_ - config_->listeners.data());
+}
+
+WorkerMetrics::PerListener& Session::metrics() {
+  return worker_.metrics().listeners[listener_index_];
+}
+
+void Session::EnterStage(StageLabel stage) {
+  if (worker_.metrics().listeners.size() <= listener_index_) return;
+  WorkerMetrics::PerListener& m = metrics();
+  if (open_counted_) open_.Sub(1);
+  open_ = m.open[static_cast<size_t>(stage)];
+  open_.Add(1);
+  open_counted_ = true;
+  m.total[static_cast<size_t>(stage)].Inc();
+}
+
+void Session::CountLogin(LoginResult result) {
+  if (worker_.metrics().listeners.size() <= listener_index_) return;
+  metrics().logins[static_cast<size_t>(result)].Inc();
+}
+
+void Session::CountBytes() {
+  if (client_ == nullptr || worker_.metrics().listeners.size() <= listener_index_) return;
+  const uint64_t in = client_->bytes_in();
+  const uint64_t out = client_->bytes_out();
+  WorkerMetrics::PerListener& m = metrics();
+  if (in > counted_in_) m.bytes_up.Add(in - counted_in_);
+  if (out > counted_out_) m.bytes_down.Add(out - counted_out_);
+  counted_in_ = in;
+  counted_out_ = out;
 }
 
 Session::~Session() = default;
@@ -105,10 +140,16 @@ void Session::Start() {
   }
   counted_prelogin_ = true;
   worker_.PreloginStarted();
+  EnterStage(StageLabel::kPrelogin);
+  if (!config_->log.trace_users.empty()) {
+    trace_ =
+        std::make_unique<SessionTrace>(std::string(id()), listener_.protocol == Protocol::kImap);
+  }
   // OnDrained comes when the replies a blocked client owes fall to half the
   // bound: then its commands are read again (ProcessInput).
   client_->SetWatermarks(limits.max_pending_replies, limits.max_pending_replies / 2);
-  if (listener_.tls == TlsMode::kImplicit && !client_->StartServerTls(*worker_.tls())) {
+  tls_started_ = listener_.tls == TlsMode::kImplicit;
+  if (listener_.tls == TlsMode::kImplicit && !client_->StartServerTls(*snapshot_->tls)) {
     End("tls: no engine");
     return;
   }
@@ -136,7 +177,7 @@ void Session::Refuse(absl::string_view notice, const char* reason) {
   if (listener_.tls == TlsMode::kImplicit) {
     // The client expects TLS from the first byte: the notice goes out after
     // the handshake (OnTlsReady), bounded by kRefuseTimeoutMs.
-    if (!client_->StartServerTls(*worker_.tls())) {
+    if (!client_->StartServerTls(*snapshot_->tls)) {
       End(reason);
       return;
     }
@@ -160,6 +201,11 @@ void Session::ArmIdle() {
 void Session::CheckTimeout(uint64_t now_ms) {
   if (state_ == State::kEnded) return;
   const bool imap = listener_.protocol == Protocol::kImap;
+  if (drain_at_ms_ != 0 && now_ms >= drain_at_ms_) {
+    drain_at_ms_ = 0;
+    Shutdown(EndKind::kBackendDrained);
+    return;
+  }
   if (prelogin() && now_ms >= login_deadline_ms_) {
     // However active the client is: the whole pre-login phase is bounded
     // (Dovecot closes at 3 minutes, CLIENT_LOGIN_TIMEOUT_MSECS).
@@ -186,6 +232,16 @@ void Session::OnData(Connection& c) {
   }
   if (state_ != State::kFront) return;
   ArmIdle();
+  if (trace_ != nullptr) {
+    // The bytes that came since the last look (the front leaves a partial
+    // command in the buffer; its start was given to the trace already).
+    Buffer& in = client_->input();
+    if (in.size() > traced_in_) {
+      std::string fresh(in.size() - traced_in_, '\0');
+      in.CopyOut(traced_in_, fresh.size(), fresh.data());
+      trace_->PreloginClient(fresh);
+    }
+  }
   ProcessInput();
 }
 
@@ -244,6 +300,7 @@ void Session::ProcessInput() {
   } while (again_ && state_ == State::kFront);
   if (client_ != nullptr) client_->Uncork();
   processing_ = false;
+  if (client_ != nullptr) traced_in_ = client_->input().size();
 }
 
 void Session::OnDrained(Connection&) {
@@ -260,16 +317,27 @@ void Session::OnEnd(Connection&, absl::string_view reason) {
 
 void Session::OnTlsReady(Connection&) {
   // The refusal notice went out with the end of the handshake.
-  if (state_ == State::kRefusing) End(refuse_reason_);
+  if (state_ == State::kRefusing) {
+    End(refuse_reason_);
+    return;
+  }
+  tls_ready_ = true;
+  if (worker_.metrics().listeners.size() > listener_index_) {
+    const bool v13 = absl::string_view(client_->tls_version()) == "TLSv1.3";
+    metrics().tls[(v13 ? 2 : 0) + (client_->tls_resumed() ? 1 : 0)].Inc();
+  }
 }
 
 void Session::Send(absl::string_view bytes) {
+  if (trace_ != nullptr && state_ != State::kStage) trace_->PreloginServer(bytes);
   if (client_) client_->Write(bytes);
 }
 
 bool Session::StartTls() {
   client_->input().Clear();
-  return client_->StartServerTls(*worker_.tls());
+  traced_in_ = 0;
+  tls_started_ = true;
+  return client_->StartServerTls(*snapshot_->tls);
 }
 
 void Session::Login(Credentials credentials) {
@@ -278,6 +346,11 @@ void Session::Login(Credentials credentials) {
   idle_deadline_ms_ = 0;   // the directory's and the backend's timeouts bound the wait
   user_ = credentials.mailbox_user();
   ++login_attempts_;
+  if (trace_ != nullptr && !trace_->active()) {
+    for (const std::string& u : config_->log.trace_users) {
+      if (u == user_ || u == credentials.authcid) trace_->Activate(user_);
+    }
+  }
   const uint64_t gen = ++generation_;
   if (listener_.protocol == Protocol::kImap) AdoptTrustedId();
   if (hops_ == 0) {
@@ -302,7 +375,7 @@ void Session::Login(Credentials credentials) {
     return;
   }
   credentials_ = std::make_unique<Credentials>(std::move(credentials));
-  AbuseGuard* guard = worker_.abuse();
+  AbuseGuard* guard = view_ != nullptr ? view_->abuse() : nullptr;
   if (guard == nullptr) {
     AskDirectory();
     return;
@@ -318,14 +391,19 @@ void Session::Login(Credentials credentials) {
         }
         LoginReply r;
         r.kind = LoginReply::Kind::kAuthFailed;
+        login_blocked_ = true;
+        worker_.metrics().abuse_blocked.Inc();
         RefuseAfter(d.delay, std::move(r), absl::StrCat("blocked: ", d.reason));
       });
 }
 
 std::chrono::milliseconds Session::CountFailure() {
-  AbuseGuard* guard = worker_.abuse();
+  AbuseGuard* guard = view_ != nullptr ? view_->abuse() : nullptr;
   if (guard == nullptr || credentials_ == nullptr) return std::chrono::milliseconds(0);
-  return guard->Failed(peer_.IpText(), credentials_->authcid).delay;
+  const std::chrono::milliseconds delay =
+      guard->Failed(peer_.IpText(), credentials_->authcid).delay;
+  if (delay.count() > 0) worker_.metrics().abuse_delayed.Inc();
+  return delay;
 }
 
 void Session::AdoptTrustedId() {
@@ -392,15 +470,16 @@ DirectoryRequest Session::MakeDirectoryRequest() const {
 }
 
 void Session::AskDirectory() {
-  Directory& dir = worker_.directory(listener_);
+  Directory& dir = view_->directory(listener_);
   directory_name_ = dir.Name();
   DirectoryRequest req = MakeDirectoryRequest();
   const uint64_t gen = generation_;
   if (dir.ChecksSecrets()) {
     cache_key_ = DirectoryCache::MakeKey(directory_name_, dir.Generation(), req);
     std::optional<DirectoryAnswer> hit =
-        worker_.directory_cache().Find(*cache_key_, uv_now(worker_.loop()));
+        snapshot_->cache->Find(*cache_key_, uv_now(worker_.loop()));
     if (hit.has_value()) {
+      worker_.metrics().cache_hit.Inc();
       hit->detail = absl::StrCat("cached: ", hit->detail);
       hit->cacheable = false;  // it is in the cache already
       worker_.Defer([this, gen, a = *std::move(hit)]() mutable {
@@ -409,13 +488,17 @@ void Session::AskDirectory() {
       });
       return;
     }
+    worker_.metrics().cache_miss.Inc();
   } else {
     cache_key_.reset();
   }
-  lookup_ = dir.Start(req, [this, gen](DirectoryAnswer a) {
-    if (gen != generation_ || state_ != State::kLogin) return;
-    OnDirectoryAnswer(std::move(a));
-  });
+  directory_started_ns_ = uv_hrtime();
+  lookup_ =
+      dir.Start(req, [this, gen, h = view_->directory_histogram(listener_)](DirectoryAnswer a) {
+        if (gen != generation_ || state_ != State::kLogin) return;
+        h.ObserveDuration(std::chrono::nanoseconds(uv_hrtime() - directory_started_ns_));
+        OnDirectoryAnswer(std::move(a));
+      });
 }
 
 template <typename T>
@@ -429,7 +512,7 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
   // We may be inside the lookup's own callback: its handle goes later.
   DropLater(std::move(lookup_));
   if (cache_key_.has_value() && a.cacheable) {
-    worker_.directory_cache().Store(*cache_key_, user_, a, uv_now(worker_.loop()));
+    snapshot_->cache->Store(*cache_key_, user_, a, uv_now(worker_.loop()));
   }
   if (!a.detail.empty()) directory_detail_ = a.detail;
   switch (a.verdict) {
@@ -491,7 +574,7 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
   req.client_ip = peer_.IpText();
   req.pop3 = listener_.protocol == Protocol::kPop3;
   const uint64_t gen = generation_;
-  route_pending_ = worker_.router().Route(req, [this, gen](absl::StatusOr<RouteResult> r) {
+  route_pending_ = view_->router().Route(req, [this, gen](absl::StatusOr<RouteResult> r) {
     if (gen != generation_ || state_ != State::kLogin) return;
     DropLater(std::move(route_pending_));
     const size_t n = r.ok() && r->kind == RouteResult::Kind::kShard ? config_->shards.size()
@@ -522,8 +605,8 @@ void Session::StartAttempts(const RouteResult& target) {
     for (int hops = 0; shard != nullptr && hops < 2; ++hops) {
       std::vector<std::pair<int32_t, size_t>> up;
       for (size_t b : shard->backends) {
-        BackendHealth::Slot* slot = worker_.health().Find(config_->backends[b].name);
-        if (slot == nullptr || worker_.health().Up(*slot)) {
+        BackendHealth::Slot* slot = snapshot_->health->Find(config_->backends[b].name);
+        if (slot == nullptr || snapshot_->health->Usable(*slot)) {
           up.emplace_back(slot != nullptr ? slot->sessions.load() : 0, b);
         }
       }
@@ -597,6 +680,14 @@ void Session::RefuseAfter(std::chrono::milliseconds wait, LoginReply reply, std:
 
 void Session::OnRouted(const BackendConfig& b) {
   backend_name_ = &b.name;
+  if (const BackendHealth::Slot* slot = snapshot_->health->Find(b.name);
+      slot != nullptr && slot->drained.load()) {
+    // Drained by the admin API: no new sessions go there.
+    LoginReply r;
+    r.kind = LoginReply::Kind::kUnavailable;
+    LoginFailed(std::move(r), absl::StrCat("backend ", b.name, " is drained"));
+    return;
+  }
   const Credentials& c = *credentials_;
   const DirectoryAnswer& a = *answer_;
   // A POP3 client on a gateway backend is served over the backend's IMAP.
@@ -655,13 +746,13 @@ void Session::OnRouted(const BackendConfig& b) {
     return;
   }
   BackendLink link;
-  link.tls = worker_.backend_tls(b.name);
+  link.tls = snapshot_->backend_tls_for(b.name);
   link.tls_session = link.tls != nullptr ? worker_.backend_tls_session(b.name) : nullptr;
   if (!b.source_addresses.empty()) {
     // In turn per backend, across workers (a counter of its own: the
     // worker's rotation also breaks ties between replicas, and shared it
     // would always land on the same address with two of them).
-    BackendHealth::Slot* slot = worker_.health().Find(b.name);
+    BackendHealth::Slot* slot = snapshot_->health->Find(b.name);
     const uint32_t turn = slot != nullptr ? slot->NextSource() : worker_.NextRotation();
     link.source = &b.source_addresses[turn % b.source_addresses.size()];
   }
@@ -675,6 +766,11 @@ void Session::OnRouted(const BackendConfig& b) {
       worker_.poller(), worker_.pool(), b, protocol, config_->timeouts, std::move(lr),
       std::move(link),
       [this](LoginOutcome o, ConnectionPtr conn) { OnConnected(std::move(o), std::move(conn)); });
+  backend_started_ns_ = uv_hrtime();
+  backend_index_ =
+      &b >= config_->backends.data() && &b < config_->backends.data() + config_->backends.size()
+          ? static_cast<int>(&b - config_->backends.data())
+          : -1;
   connector_->Start();
 }
 
@@ -714,6 +810,18 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
     worker_.Defer([raw] { delete raw; });
   }
   if (state_ != State::kLogin) return;
+  if (view_ != nullptr) {
+    ViewMetrics& vm = view_->metrics();
+    ViewMetrics::PerBackend& b =
+        backend_index_ >= 0 && static_cast<size_t>(backend_index_) < vm.backends.size()
+            ? vm.backends[static_cast<size_t>(backend_index_)]
+            : vm.adhoc;
+    b.login_seconds.ObserveDuration(std::chrono::nanoseconds(uv_hrtime() - backend_started_ns_));
+    (outcome.kind == LoginOutcome::Kind::kOk           ? b.ok
+     : outcome.kind == LoginOutcome::Kind::kAuthFailed ? b.auth_failed
+                                                       : b.unavailable)
+        .Inc();
+  }
   LoginReply reply;
   reply.code = SanitizeResponseCode(outcome.code);
   reply.text = SanitizeReplyText(outcome.text);
@@ -722,19 +830,21 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
       reply.kind = LoginReply::Kind::kOk;
       reply.capabilities = SanitizeCapabilities(outcome.capabilities);
       backend_ = std::move(backend);
-      if (AbuseGuard* guard = worker_.abuse(); guard != nullptr && credentials_ != nullptr) {
+      if (AbuseGuard* guard = view_ != nullptr ? view_->abuse() : nullptr;
+          guard != nullptr && credentials_ != nullptr) {
         guard->Succeeded(peer_.IpText(), credentials_->authcid);
       }
       ForgetLogin();
       LeavePrelogin();
-      if ((health_slot_ = worker_.health().Find(backend_name())) != nullptr) {
-        worker_.health().Succeeded(*health_slot_);
+      CountLogin(LoginResult::kOk);
+      if ((health_slot_ = snapshot_->health->Find(backend_name())) != nullptr) {
+        snapshot_->health->Succeeded(*health_slot_);
         health_slot_->sessions.fetch_add(1);
       }
       // The gateway answers the login itself, once the maildrop is open.
       if (!gateway_) front_->LoginSucceeded(reply);
-      spdlog::debug("login ok: session={} client={} user={} backend={}", id(), peer_.Text(),
-                    LogSafe(user_), backend_name());
+      spdlog::debug("login ok: session={} client={} user={} backend={}", std::string(id()),
+                    peer_.Text(), LogSafe(user_), backend_name());
       StartStage(std::move(outcome.capabilities));
       return;
     case LoginOutcome::Kind::kAuthFailed:
@@ -752,15 +862,18 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
         // The backend could not be reached or did not greet: it counts
         // toward marking it down, and the next replica is tried before the
         // client hears anything.
-        if (BackendHealth::Slot* slot = worker_.health().Find(backend_name())) {
-          worker_.health().Failed(*slot, config_->health, outcome.detail);
+        if (BackendHealth::Slot* slot = snapshot_->health->Find(backend_name())) {
+          snapshot_->health->Failed(*slot, config_->health, outcome.detail);
         }
         last_failure_ = absl::StrCat(backend_name(), ": ", outcome.detail);
         if (!candidates_.empty() &&
             attempt_ < std::min<size_t>(candidates_.size(), config_->health.max_attempts)) {
-          spdlog::info(
-              "backend failed, trying the next replica: session={} backend={} detail=\"{}\"", id(),
-              backend_name(), LogQuoted(outcome.detail));
+          LogEvent("backend_failed")
+              .Str("session", id())
+              .Str("backend", backend_name())
+              .Str("next", "replica")
+              .Quoted("detail", outcome.detail)
+              .Emit();
           ConnectNext();
           return;
         }
@@ -783,13 +896,28 @@ void Session::ForgetLogin() {
 
 void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
   ForgetLogin();
+  CountLogin(login_blocked_                                 ? LoginResult::kBlocked
+             : reply.kind == LoginReply::Kind::kUnavailable ? LoginResult::kUnavailable
+             : reply.kind == LoginReply::Kind::kAuthzFailed ? LoginResult::kAuthzFailed
+                                                            : LoginResult::kAuthFailed);
+  login_blocked_ = false;
   if (reply.kind == LoginReply::Kind::kUnavailable) {
-    spdlog::warn("backend unavailable: session={} client={} user={} backend={} detail=\"{}\"", id(),
-                 peer_.Text(), LogSafe(user_), backend_name(), LogQuoted(detail));
+    LogEvent("backend_unavailable")
+        .Str("session", id())
+        .Str("client", peer_.Text())
+        .Safe("user", user_)
+        .Str("backend", backend_name())
+        .Quoted("detail", detail)
+        .Emit(spdlog::level::warn);
   } else {
-    spdlog::info("auth failed: session={} client={} listener={} user={} backend={} detail=\"{}\"",
-                 id(), peer_.Text(), listener_.name, LogSafe(user_), backend_name(),
-                 LogQuoted(detail));
+    LogEvent("auth_failed")
+        .Str("session", id())
+        .Str("client", peer_.Text())
+        .Str("listener", listener_.name)
+        .Safe("user", user_)
+        .Str("backend", backend_name())
+        .Quoted("detail", detail)
+        .Emit();
   }
   state_ = State::kFront;
   front_->LoginFailed(reply);
@@ -802,6 +930,12 @@ void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
 void Session::StartStage(std::string backend_capabilities) {
   state_ = State::kStage;
   front_.reset();  // frees what only the pre-login dialogue needed
+  EnterStage(gateway_ ? StageLabel::kGateway : StageLabel::kRelay);
+  // The router and directories of this snapshot are not needed any more
+  // (dropped on a later turn: we may be inside one of their callbacks).
+  worker_.Defer([v = std::move(view_)] {});
+  // Not a traced user: nothing of this session is written.
+  if (trace_ != nullptr && !trace_->active()) trace_.reset();
   const LimitsConfig& limits = config_->limits;
   // The pre-login bound on what the kernel may hold unsent goes: the relay
   // wants full socket buffers.
@@ -818,12 +952,16 @@ void Session::StartStage(std::string backend_capabilities) {
     o.sasl_mechanisms = {"PLAIN", "LOGIN"};
     o.pop3_limits.max_line = limits.max_line;
     o.pop3_limits.error_budget = limits.error_budget;
-    stage_ = std::make_unique<Gateway>(worker_, *client_, *backend_, *this, std::move(o),
-                                       SplitCapabilities(backend_capabilities),
-                                       limits.relay_high_watermark);
+    auto gateway = std::make_unique<Gateway>(worker_, *client_, *backend_, *this, std::move(o),
+                                             SplitCapabilities(backend_capabilities),
+                                             limits.relay_high_watermark);
+    if (trace_ != nullptr) gateway->set_trace(trace_.get());
+    stage_ = std::move(gateway);
   } else {
     client_->SetWatermarks(limits.relay_high_watermark, limits.relay_low_watermark);
-    stage_ = std::make_unique<Relay>(worker_, listener_.protocol, *client_, *backend_, *this);
+    auto relay = std::make_unique<Relay>(worker_, listener_.protocol, *client_, *backend_, *this);
+    if (trace_ != nullptr) relay->set_trace(trace_.get());
+    stage_ = std::move(relay);
   }
   ArmIdle();
   stage_->Start();
@@ -841,7 +979,7 @@ void Session::StageBackendLost(absl::string_view reason) {
   // login_proxy_max_disconnect_delay). One session's backend closing is
   // just the end of that session.
   if (spread.count() <= 0 || health_slot_ == nullptr ||
-      worker_.health().Dropped(*health_slot_) < kMassDisconnect) {
+      snapshot_->health->Dropped(*health_slot_) < kMassDisconnect) {
     End(reason);
     return;
   }
@@ -857,23 +995,82 @@ void Session::StageBackendLost(absl::string_view reason) {
   });
 }
 
-void Session::Shutdown() {
+void Session::Shutdown(EndKind kind) {
   const bool imap = listener_.protocol == Protocol::kImap;
+  Notice notice = Notice::kShutdown;
+  const char* reason = "server shutdown";
+  if (kind == EndKind::kKicked) {
+    notice = Notice::kKicked;
+    reason = "kicked by the administrator";
+  } else if (kind == EndKind::kBackendDrained) {
+    notice = Notice::kDrained;
+    reason = "backend drained";
+  }
   switch (state_) {
     case State::kEnded:
       return;
     case State::kStage:
-      stage_->Shutdown(NoticeText(imap, Notice::kShutdown));
+      stage_->Shutdown(NoticeText(imap, notice), reason);
       return;
     case State::kRefusing:
       End(refuse_reason_);
       return;
     case State::kFront:
     case State::kLogin:
-      Send(NoticeText(imap, Notice::kShutdown));
-      End("server shutdown");
+      Send(NoticeText(imap, notice));
+      End(reason);
       return;
   }
+}
+
+bool Session::Matches(const SessionFilter& f) const {
+  if (state_ == State::kEnded || state_ == State::kRefusing) return false;
+  if (!f.user.empty() && f.user != user_) return false;
+  if (!f.backend.empty() && (backend_name_ == nullptr || f.backend != *backend_name_)) {
+    return false;
+  }
+  if (!f.client_ip.empty() && f.client_ip != peer_.IpText()) return false;
+  // A backend filter means the sessions relayed there.
+  if (!f.backend.empty() && state_ != State::kStage) return false;
+  return true;
+}
+
+SessionInfo Session::Info(uint64_t now_ms) const {
+  SessionInfo i;
+  i.id = std::string(id());
+  i.user = user_;
+  i.client = peer_.Text();
+  i.listener = listener_.name;
+  i.protocol = ProtocolName(listener_.protocol);
+  switch (state_) {
+    case State::kFront:
+      i.stage = "prelogin";
+      break;
+    case State::kLogin:
+      i.stage = "login";
+      break;
+    case State::kStage: {
+      std::string d = stage_ ? stage_->Describe() : "relay";
+      i.stage = d.substr(0, d.find(' '));
+      break;
+    }
+    case State::kRefusing:
+    case State::kEnded:
+      i.stage = "ending";
+      break;
+  }
+  i.backend = backend_name_ != nullptr ? *backend_name_ : "";
+  if (client_) {
+    i.tls = client_->tls_version();
+    i.bytes_in = client_->bytes_in();
+    i.bytes_out = client_->bytes_out();
+  }
+  (void)now_ms;
+  i.age_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::steady_clock::now() - started_)
+                                       .count());
+  i.snapshot = snapshot_->serial;
+  return i;
 }
 
 void Session::LeavePrelogin() {
@@ -890,6 +1087,15 @@ void Session::End(absl::string_view reason) {
   idle_deadline_ms_ = 0;
   // A refusal is counted and logged by the worker, at most once a second.
   if (!refused) LogEnd(reason);
+  if (open_counted_) {
+    open_.Sub(1);
+    open_counted_ = false;
+  }
+  if (tls_started_ && !tls_ready_ && !refused &&
+      worker_.metrics().listeners.size() > listener_index_) {
+    metrics().tls_failures.Inc();
+  }
+  CountBytes();
   connector_.reset();
   lookup_.reset();  // cancels a directory lookup: its answer never comes
   route_pending_.reset();
@@ -920,13 +1126,35 @@ void Session::LogEnd(absl::string_view reason) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started_)
                 .count();
-  spdlog::info(
-      "session end: session={} client={} listener={} protocol={} tls={} user={} backend={} "
-      "stage={} in={} out={} duration_ms={} end=\"{}\"",
-      id(), peer_.Text(), listener_.name, ProtocolName(listener_.protocol), client_->tls_version(),
-      user_.empty() ? "-" : LogSafe(user_), backend_name(),
-      stage_ ? stage_->Describe() : std::string("prelogin"), client_->bytes_in(),
-      client_->bytes_out(), ms, LogQuoted(reason));
+  LogEvent e("session_end");
+  e.Str("session", id())
+      .Str("client", peer_.Text())
+      .Str("listener", listener_.name)
+      .Str("protocol", ProtocolName(listener_.protocol))
+      .Str("tls", client_->tls_version())
+      .Safe("user", user_)
+      .Str("backend", backend_name());
+  if (stage_ != nullptr) {
+    // "relay", "splice", or "gateway messages=3 retrieved=1 deleted=0".
+    const std::string d = stage_->Describe();
+    bool first = true;
+    for (absl::string_view word : absl::StrSplit(d, ' ', absl::SkipEmpty())) {
+      if (first) {
+        e.Str("stage", word);
+        first = false;
+      } else if (const size_t eq = word.find('='); eq != absl::string_view::npos) {
+        e.Str(word.substr(0, eq), word.substr(eq + 1));
+      }
+    }
+  } else {
+    e.Str("stage", "prelogin");
+  }
+  e.Num("in", client_->bytes_in())
+      .Num("out", client_->bytes_out())
+      .Num("duration_ms", static_cast<int64_t>(ms))
+      .Num("snapshot", snapshot_->serial)
+      .Quoted("end", reason)
+      .Emit();
 }
 
 }  // namespace postern

@@ -29,6 +29,9 @@
 #include "proxy/config.h"
 #include "proxy/connection.h"
 #include "proxy/peer_address.h"
+#include "proxy/proxy_metrics.h"
+#include "proxy/session_trace.h"
+#include "proxy/snapshot.h"
 #include "proxy/stage.h"
 #include "proxy/uv_handle.h"
 #include "routing/abuse.h"
@@ -39,14 +42,18 @@
 namespace postern {
 
 class Worker;
+class WorkerView;
+struct SessionInfo;
+struct SessionFilter;
 
 class Session final : public ConnectionHandler, public FrontHost, public StageHost {
  public:
   // `peer`: the client's address (from a PROXY header when the listener
   // takes them); `trusted`: the connecting peer is in the listener's
   // trusted_networks (a proxy in front: its IMAP ID x- fields are believed).
-  Session(Worker& worker, const ListenerConfig& listener, ConnectionPtr client,
-          const PeerAddress& peer, bool trusted);
+  // `view`: the worker's current view; `listener` is in its snapshot.
+  Session(Worker& worker, std::shared_ptr<WorkerView> view, const ListenerConfig& listener,
+          ConnectionPtr client, const PeerAddress& peer, bool trusted);
   ~Session() override;
 
   // Greets the client and starts reading.
@@ -55,10 +62,21 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   // listener) and ends.
   // `reason` is a string literal (kept for the log line).
   void Refuse(absl::string_view notice, const char* reason);
-  // The server is going down: tell the client and end.
-  void Shutdown();
+  // Why a session is told to go.
+  enum class EndKind { kServerShutdown, kKicked, kBackendDrained };
+  // Tells the client (IMAP `* BYE`, POP3 `-ERR`) and ends: at once before
+  // login, at the next point between two responses after it.
+  void Shutdown(EndKind kind);
+  // Shutdown(kBackendDrained) at `at_ms` (loop time; the sweep checks).
+  void DrainAt(uint64_t at_ms) { drain_at_ms_ = at_ms == 0 ? 1 : at_ms; }
   // Ends the session when one of its deadlines has passed.
   void CheckTimeout(uint64_t now_ms);
+  // Adds the client bytes since the last call to the relayed-bytes
+  // counters (the worker's sweep, once a second, and the end).
+  void CountBytes();
+  // The admin API's views.
+  bool Matches(const SessionFilter& filter) const;
+  SessionInfo Info(uint64_t now_ms) const;
 
   const PeerAddress& peer() const { return peer_; }
   // The per-IP count this session holds (the address it was admitted with).
@@ -66,7 +84,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   bool prelogin() const { return state_ == State::kFront || state_ == State::kLogin; }
   bool ended() const { return state_ == State::kEnded; }
   // 16 characters, also sent to the backend as IMAP ID x-session-id.
-  std::string_view id() const { return std::string_view(id_.data(), id_.size()); }
+  absl::string_view id() const { return absl::string_view(id_.data(), id_.size()); }
 
   // ConnectionHandler (the client, until a stage takes it)
   void OnData(Connection& c) override;
@@ -130,11 +148,20 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   void LeavePrelogin();
   void ArmIdle();
   void LogEnd(absl::string_view reason);
+  // This session's listener's metric handles (on its worker).
+  WorkerMetrics::PerListener& metrics();
+  // Counts the session in `stage` (sessions open and total).
+  void EnterStage(StageLabel stage);
+  void CountLogin(LoginResult result);
   const std::string& backend_name() const;
 
   Worker& worker_;
-  const ListenerConfig& listener_;
-  std::shared_ptr<const Config> config_;  // the snapshot this session started with
+  // The snapshot this session started with, for its whole life; the view
+  // (router, directories) only until the login is done.
+  std::shared_ptr<const Snapshot> snapshot_;
+  std::shared_ptr<WorkerView> view_;
+  const ListenerConfig& listener_;        // in snapshot_
+  std::shared_ptr<const Config> config_;  // snapshot_'s
   ConnectionPtr client_;
   ConnectionPtr backend_;
   std::unique_ptr<Front> front_;  // until a stage starts
@@ -159,6 +186,24 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   std::string last_failure_;
   BackendHealth::Slot* health_slot_ = nullptr;  // counted in its sessions while relaying
   std::unique_ptr<Stage> stage_;
+  // log.trace_users is set: the dialogue is kept (masked) until a login
+  // names a traced user, then written (proxy/session_trace.h).
+  std::unique_ptr<SessionTrace> trace_;
+  size_t traced_in_ = 0;  // client input bytes already given to trace_
+  // Metrics: the listener's index, the sessions-open gauge this session
+  // counts in (while open_counted_), what was counted of its bytes, when
+  // the directory and the backend were asked.
+  size_t listener_index_ = 0;
+  Gauge open_;
+  bool open_counted_ = false;
+  uint64_t counted_in_ = 0;
+  uint64_t counted_out_ = 0;
+  uint64_t directory_started_ns_ = 0;
+  uint64_t backend_started_ns_ = 0;
+  int backend_index_ = -1;  // in config_->backends; -1: a directory's host:port
+  bool tls_started_ = false;
+  bool tls_ready_ = false;
+  bool login_blocked_ = false;                 // the abuse limits refused this login
   std::string user_;                           // the mailbox user, once a login was tried
   const char* refuse_reason_ = "";             // kRefusing: why, for the log
   const std::string* backend_name_ = nullptr;  // in config_
@@ -166,6 +211,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   // second: no timer per session, no timer-heap update per read.
   uint64_t idle_deadline_ms_ = 0;   // inactivity (login, idle)
   uint64_t login_deadline_ms_ = 0;  // the whole pre-login phase
+  uint64_t drain_at_ms_ = 0;        // DrainAt()
   std::chrono::steady_clock::time_point started_;
   uint64_t generation_ = 0;  // invalidates callbacks of an abandoned login
   PeerAddress peer_;

@@ -34,9 +34,11 @@ class Stage {
   virtual void Start() = 0;
   // The session was idle too long (timeouts.imap_idle / pop3_idle).
   virtual void IdleTimeout() = 0;
-  // The server stops: `notice` is owed to the client; the stage writes it
-  // where it cannot break what the client is being sent, and then ends.
-  virtual void Shutdown(absl::string_view notice) = 0;
+  // The session must end (the server stops, an administrator kicked the
+  // user or drained the backend): `notice` (static text) is owed to the
+  // client; the stage writes it where it cannot break what the client is
+  // being sent, and then ends with `reason` (a string literal).
+  virtual void Shutdown(absl::string_view notice, const char* reason) = 0;
   // The session ends now (from the session, possibly from inside one of
   // this stage's own callbacks): give back what must reach a side before
   // its connection is closed, and touch the connections no more.

@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <openssl/rand.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "proxy/connection.h"
@@ -36,51 +38,41 @@ constexpr size_t kMaxPendingHeaders = 4096;
 
 }  // namespace
 
-SharedState::SharedState(const Config& config)
-    : limiter(config.limits.max_connections_per_ip),
-      health(config),
-      abuse(*AbuseTable::Create(config.abuse)),
-      cache(DirectoryCacheOptions{config.auth_cache.ttl, config.auth_cache.negative_ttl,
-                                  config.auth_cache.max_entries}) {}
-
-Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<const TlsContext> tls,
-               SharedState& shared, std::function<void()> on_exit)
-    : id_(id),
-      config_(std::move(config)),
-      tls_(std::move(tls)),
-      on_exit_(std::move(on_exit)),
-      shared_(shared),
-      limiter_(shared.limiter) {
-  uv_loop_init(&loop_);
-  poller_ = std::make_unique<Poller>(&loop_);
-  reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  Poster post = [this](std::function<void()> fn) { Defer(std::move(fn)); };
+WorkerView::WorkerView(Worker& worker, std::shared_ptr<const Snapshot> snapshot,
+                       ProxyMetrics* metrics)
+    : snapshot_(std::move(snapshot)) {
+  const Config& config = *snapshot_->config;
+  if (metrics != nullptr) {
+    metrics_ = ViewMetrics(*metrics, static_cast<size_t>(worker.id()), config);
+  }
+  uv_loop_t* loop = worker.loop();
+  Poster post = [&worker](std::function<void()> fn) { worker.Defer(std::move(fn)); };
   RedisOptions redis_options;
-  if (config_->redis.enabled) {
-    redis_options.address = config_->redis.address.text;
-    redis_options.command_timeout = config_->redis.timeout;
-    auto r = RedisClient::Create(&loop_, redis_options);
+  if (config.redis.enabled) {
+    redis_options.address = config.redis.address.text;
+    redis_options.command_timeout = config.redis.timeout;
+    auto r = RedisClient::Create(loop, redis_options);
     if (r.ok()) {
       redis_ = *std::move(r);
     } else {
       spdlog::error("redis: {}", std::string(r.status().message()));
     }
   }
-  if (config_->abuse.enabled) {
-    abuse_ = std::make_unique<AbuseGuard>(shared_.abuse, redis_.get(), post);
+  if (config.abuse.enabled) {
+    abuse_ = std::make_unique<AbuseGuard>(snapshot_->abuse, redis_.get(), post);
   }
   std::unique_ptr<Router> base;
-  if (config_->ring != nullptr) {
-    base = std::make_unique<RingRouter>(config_->ring, config_->ring_domain_only, post);
+  if (config.ring != nullptr) {
+    base = std::make_unique<RingRouter>(config.ring, config.ring_domain_only, post);
   } else {
-    base = std::make_unique<StaticRouter>(config_->user_backends, config_->default_backend, post);
+    base = std::make_unique<StaticRouter>(config.user_backends, config.default_backend, post);
   }
-  if (config_->redis_overrides && redis_ != nullptr) {
+  if (config.redis_overrides && redis_ != nullptr) {
     RedisOverrideRouter::Options o;
-    o.prefix = config_->redis.prefix;
-    o.cache_ttl = config_->override_cache_ttl;
-    o.timeout = config_->redis.timeout;
-    const Config* cfg = config_.get();
+    o.prefix = config.redis.prefix;
+    o.cache_ttl = config.override_cache_ttl;
+    o.timeout = config.redis.timeout;
+    const Config* cfg = &config;
     auto resolve = [cfg](absl::string_view value) -> std::optional<RouteResult> {
       const bool want_backend = absl::ConsumePrefix(&value, "backend:");
       const bool want_shard = !want_backend && absl::ConsumePrefix(&value, "shard:");
@@ -96,20 +88,20 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
       }
       return std::nullopt;
     };
-    router_ = std::make_unique<RedisOverrideRouter>(&loop_, redis_.get(), redis_options, o,
+    router_ = std::make_unique<RedisOverrideRouter>(loop, redis_.get(), redis_options, o,
                                                     std::move(base), std::move(resolve), post);
   } else {
     router_ = std::move(base);
   }
   directories_["passthrough"] = std::make_unique<PassthroughDirectory>(post);
-  for (const DirectoryConfig& d : config_->directories) {
+  for (const DirectoryConfig& d : config.directories) {
     switch (d.type) {
       case DirectoryConfig::Type::kPassthrough:
         directories_[d.name] = std::make_unique<PassthroughDirectory>(post);
         break;
       case DirectoryConfig::Type::kPasswdFile:
         directories_[d.name] =
-            std::make_unique<PasswdFileDirectory>(shared_.passwd_files.at(d.name), &loop_, post);
+            std::make_unique<PasswdFileDirectory>(snapshot_->passwd_files.at(d.name), loop, post);
         break;
       case DirectoryConfig::Type::kAuthHttp: {
         AuthHttpOptions o;
@@ -120,7 +112,7 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
         o.max_connections = d.max_connections;
         o.max_queue = d.max_queue;
         o.headers = d.headers;
-        auto dir = AuthHttpDirectory::Create(&loop_, std::move(o));
+        auto dir = AuthHttpDirectory::Create(loop, std::move(o));
         if (dir.ok()) {
           directories_[d.name] = *std::move(dir);
         } else {
@@ -131,10 +123,43 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
       }
     }
   }
-  // Active checks pick among a shard's replicas: only with shards.
-  if (id_ == 0 && config_->ring != nullptr && config_->health.check_interval.count() > 0) {
-    checker_ = std::make_unique<HealthChecker>(*this, *config_, shared_.health);
+}
+
+WorkerView::~WorkerView() {
+  // Users of the Redis client first.
+  router_.reset();
+  abuse_.reset();
+  directories_.clear();
+  redis_.reset();
+}
+
+Histogram WorkerView::directory_histogram(const ListenerConfig& listener) {
+  const Config& config = *snapshot_->config;
+  const std::string& name = !listener.directory.empty() ? listener.directory
+                            : !config.directory.empty() ? config.directory
+                                                        : std::string("passthrough");
+  auto it = metrics_.directory_seconds.find(name);
+  return it == metrics_.directory_seconds.end() ? Histogram() : it->second;
+}
+
+Directory& WorkerView::directory(const ListenerConfig& listener) {
+  const Config& config = *snapshot_->config;
+  const std::string& name = !listener.directory.empty() ? listener.directory
+                            : !config.directory.empty() ? config.directory
+                                                        : std::string("passthrough");
+  auto it = directories_.find(name);
+  return it != directories_.end() ? *it->second : *directories_.at("passthrough");
+}
+
+Worker::Worker(int id, std::shared_ptr<const Snapshot> snapshot, SharedState& shared,
+               std::function<void()> on_exit)
+    : id_(id), on_exit_(std::move(on_exit)), shared_(shared), limiter_(shared.limiter) {
+  if (shared.metrics != nullptr) {
+    metrics_ = WorkerMetrics(*shared.metrics, static_cast<size_t>(id), *snapshot->config);
   }
+  uv_loop_init(&loop_);
+  poller_ = std::make_unique<Poller>(&loop_);
+  reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   uv_idle_init(&loop_, idle_.Allocate());
   idle_.get()->data = this;
   uv_async_init(&loop_, async_.Allocate(), [](uv_async_t* a) {
@@ -146,30 +171,50 @@ Worker::Worker(int id, std::shared_ptr<const Config> config, std::shared_ptr<con
   sweep_timer_.Init(&loop_);
   accept_pause_timer_.Init(&loop_);
   sweep_timer_.Start(std::chrono::seconds(1), [this] { Sweep(); });
+  Adopt(std::move(snapshot));
 }
 
-const TlsContext* Worker::backend_tls(const std::string& name) const {
-  auto it = shared_.backend_tls.find(name);
-  return it == shared_.backend_tls.end() ? nullptr : it->second.get();
-}
-
-Directory& Worker::directory(const ListenerConfig& listener) {
-  const std::string& name = !listener.directory.empty()   ? listener.directory
-                            : !config_->directory.empty() ? config_->directory
-                                                          : std::string("passthrough");
-  auto it = directories_.find(name);
-  return it != directories_.end() ? *it->second : *directories_.at("passthrough");
+void Worker::Adopt(std::shared_ptr<const Snapshot> snapshot) {
+  if (finished_) return;
+  const Config& config = *snapshot->config;
+  const bool lowat_changed = view_ != nullptr && view_->config().limits.max_pending_replies !=
+                                                     config.limits.max_pending_replies;
+  // The old view stays while pre-login sessions hold it.
+  view_ = std::make_shared<WorkerView>(*this, std::move(snapshot), shared_.metrics);
+  if (lowat_changed) {
+    for (auto& l : listeners_) {
+      Connection::SetNotSentLowat(l->fd, static_cast<uint32_t>(config.limits.max_pending_replies));
+    }
+  }
+  // Active checks pick among a shard's replicas: only with shards.
+  const bool checks =
+      id_ == 0 && config.ring != nullptr && config.health.check_interval.count() > 0;
+  if (checker_ != nullptr) {
+    HealthChecker* raw = checker_.release();
+    Defer([raw] { delete raw; });  // perhaps called from inside one of its probes
+  }
+  if (checks && !shutting_down_) {
+    checker_ = std::make_unique<HealthChecker>(*this, view_->snapshot_ptr());
+    if (thread_.joinable()) checker_->Start();
+  }
 }
 
 void Worker::Sweep() {
   uint64_t now = uv_now(&loop_);
-  for (Session* s : SessionList()) s->CheckTimeout(now);
+  for (Session* s : SessionList()) {
+    s->CountBytes();  // relayed bytes reach /metrics within a second
+    s->CheckTimeout(now);
+  }
   bool expired = false;
   for (auto& a : acceptors_) expired = a->Expired(now) || expired;
   if (expired) ReapAcceptors();
   // Give back half of the cached slabs above a small floor each second.
   pool_.Trim(std::max<size_t>(8, pool_.free_count() / 2));
   bulk_pool_.Trim(bulk_pool_.free_count() / 2);
+  metrics_.pool_small.Set(
+      static_cast<double>((pool_.in_use() + pool_.free_count()) * pool_.slab_size()));
+  metrics_.pool_bulk.Set(static_cast<double>((bulk_pool_.in_use() + bulk_pool_.free_count()) *
+                                             bulk_pool_.slab_size()));
   if (!finished_) sweep_timer_.Restart(std::chrono::seconds(1));
 }
 
@@ -181,10 +226,7 @@ Worker::~Worker() {
   graveyard_.clear();
   acceptors_.clear();
   checker_.reset();
-  router_.reset();
-  abuse_.reset();
-  directories_.clear();
-  redis_.reset();
+  view_.reset();
   listeners_.clear();
   idle_.Reset();
   async_.Reset();
@@ -207,7 +249,9 @@ Worker::Listener::~Listener() {
 
 absl::Status Worker::Listen(const ListenerConfig& lc, const SocketAddress& address,
                             SocketAddress* bound) {
-  auto l = std::make_unique<Listener>(this, &lc);
+  size_t index = 0;
+  while (index < config().listeners.size() && &config().listeners[index] != &lc) ++index;
+  auto l = std::make_unique<Listener>(this, index, lc.name);
   auto fail = [&](const char* what) {
     return absl::UnavailableError(absl::StrCat("listeners: ", lc.name, ": cannot listen on ",
                                                address.text, ": ", what, ": ",
@@ -231,7 +275,7 @@ absl::Status Worker::Listen(const ListenerConfig& lc, const SocketAddress& addre
   // Inherited too: before login the kernel holds at most about this much
   // unsent for a client (Session::ProcessInput; the relay lifts it).
   if (!Connection::SetNotSentLowat(l->fd,
-                                   static_cast<uint32_t>(config_->limits.max_pending_replies))) {
+                                   static_cast<uint32_t>(config().limits.max_pending_replies))) {
     return fail("TCP_NOTSENT_LOWAT");
   }
   if (listen(l->fd, lc.backlog) != 0) return fail("listen");
@@ -263,27 +307,32 @@ void Worker::Run() {
   if (on_exit_) on_exit_();
 }
 
-void Worker::RequestShutdown(std::chrono::milliseconds grace) {
+void Worker::RequestShutdown(std::chrono::milliseconds grace, std::chrono::milliseconds deadline) {
+  Post([this, grace, deadline] { BeginShutdown(grace, deadline); });
+}
+
+bool Worker::Post(std::function<void()> fn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    shutdown_requested_ = true;
-    requested_grace_ = grace;
+    if (!accepting_posts_) return false;
+    posted_.push_back(std::move(fn));
+    // One wake-up per batch (uv_async_send coalesces anyway).
+    if (posted_.size() > 1) return true;
   }
   uv_async_send(async_.get());
+  return true;
 }
 
 void Worker::OnAsync() {
-  bool requested;
-  std::chrono::milliseconds grace;
+  std::vector<std::function<void()>> fns;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    requested = shutdown_requested_;
-    grace = requested_grace_;
+    fns.swap(posted_);
   }
-  if (requested) BeginShutdown(grace);
+  for (auto& f : fns) f();
 }
 
-void Worker::BeginShutdown(std::chrono::milliseconds grace) {
+void Worker::BeginShutdown(std::chrono::milliseconds grace, std::chrono::milliseconds deadline) {
   if (!shutting_down_) {
     shutting_down_ = true;
     listeners_.clear();  // stop accepting
@@ -296,15 +345,57 @@ void Worker::BeginShutdown(std::chrono::milliseconds grace) {
     MaybeFinish();
     return;
   }
+  // A second signal: sooner, never later.
+  grace = std::min(grace, deadline);
   grace_timer_.Start(grace, [this] {
     // Each session is told at its next safe point (between two responses,
     // see Relay::Shutdown); those that find none in time are cut.
-    for (Session* s : SessionList()) s->Shutdown();
-    if (sessions_.empty()) return;
-    drain_timer_.Start(kDrainLimit, [this] {
-      for (Session* s : SessionList()) s->End("server shutdown: no safe point in time");
-    });
+    for (Session* s : SessionList()) s->Shutdown(Session::EndKind::kServerShutdown);
   });
+  drain_timer_.Start(std::max(deadline, std::chrono::milliseconds(1)), [this] {
+    for (Session* s : SessionList()) s->End("server shutdown: no safe point before the deadline");
+  });
+}
+
+std::vector<SessionInfo> Worker::ListSessions(const SessionFilter& filter) const {
+  std::vector<SessionInfo> out;
+  const uint64_t now = uv_now(const_cast<uv_loop_t*>(&loop_));
+  for (const auto& [s, owner] : sessions_) {
+    if (!s->Matches(filter)) continue;
+    out.push_back(s->Info(now));
+    out.back().worker = id_;
+  }
+  return out;
+}
+
+size_t Worker::Kick(const std::string& user) {
+  SessionFilter f;
+  f.user = user;
+  size_t n = 0;
+  for (Session* s : SessionList()) {
+    if (!s->Matches(f)) continue;
+    ++n;
+    s->Shutdown(Session::EndKind::kKicked);
+  }
+  return n;
+}
+
+size_t Worker::DrainBackend(const std::string& backend, std::chrono::milliseconds spread) {
+  SessionFilter f;
+  f.backend = backend;
+  const uint64_t now = uv_now(&loop_);
+  size_t n = 0;
+  for (Session* s : SessionList()) {
+    if (!s->Matches(f)) continue;
+    ++n;
+    uint64_t r = 0;
+    RAND_bytes(reinterpret_cast<uint8_t*>(&r), sizeof(r));
+    const uint64_t at = spread.count() > 0 ? now + r % static_cast<uint64_t>(spread.count()) : now;
+    s->DrainAt(at);
+  }
+  // Sessions due now go at once; the others on the sweep (once a second).
+  for (Session* s : SessionList()) s->CheckTimeout(now);
+  return n;
 }
 
 std::vector<Session*> Worker::SessionList() const {
@@ -326,10 +417,16 @@ void Worker::MaybeFinish() {
     // Their handles would keep the loop alive: they go once no session can
     // ask them anything.
     checker_.reset();
-    router_.reset();
-    abuse_.reset();
-    directories_.clear();
-    redis_.reset();
+    view_.reset();
+    // What was posted before the door closed still runs (an admin request
+    // waits for every worker's answer).
+    std::vector<std::function<void()>> last;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      accepting_posts_ = false;
+      last.swap(posted_);
+    }
+    for (auto& f : last) f();
     idle_.Reset();
     async_.Reset();
     grace_timer_ = Timer();
@@ -352,7 +449,7 @@ void Worker::Accept(Listener& l) {
         // Out of fds with no reserve (another worker took the slot), or the
         // kernel is short of memory: the listener stays readable, so stop
         // watching it for a moment instead of spinning.
-        spdlog::warn("listener {}: accept: {}", l.config->name, std::strerror(errno));
+        spdlog::warn("listener {}: accept: {}", l.name, std::strerror(errno));
         PauseAccepting();
       }
       return;
@@ -360,16 +457,19 @@ void Worker::Accept(Listener& l) {
     const PeerAddress socket_peer = PeerAddress::From(reinterpret_cast<sockaddr*>(&peer));
     ConnectionPtr conn = Connection::Create(*poller_, pool_, nullptr);
     conn->Adopt(fd);  // TCP options: inherited from the listener (Listen)
-    const ListenerConfig& lc = *l.config;
+    const ListenerConfig& lc = config().listeners[l.index];
     if (!lc.proxy_protocol) {
-      Admit(lc, std::move(conn), socket_peer, socket_peer);
+      Admit(l.index, std::move(conn), socket_peer, socket_peer);
       continue;
     }
     // Behind a load balancer: the PROXY header first, and only from a
     // trusted peer (never guessed, never from anyone: DIGEST d.5).
     if (!Trusted(lc, socket_peer) || acceptors_.size() >= kMaxPendingHeaders) {
-      NoteRefusal(Trusted(lc, socket_peer) ? "too many PROXY headers pending"
-                                           : "a PROXY listener's peer is not trusted");
+      if (Trusted(lc, socket_peer)) {
+        NoteRefusal("too many PROXY headers pending", Refusal::kProxyPending);
+      } else {
+        NoteRefusal("a PROXY listener's peer is not trusted", Refusal::kProxyUntrusted);
+      }
       conn->Close(/*abort=*/true);
       conn.release();
       continue;
@@ -377,13 +477,13 @@ void Worker::Accept(Listener& l) {
     auto a = std::make_unique<ProxyAcceptor>(
         std::move(conn), socket_peer,
         uv_now(&loop_) + static_cast<uint64_t>(ProxyAcceptor::kHeaderTimeout.count()),
-        [this, &lc, socket_peer](ConnectionPtr c, const PeerAddress& client, const ProxyHeader*,
-                                 absl::string_view error) {
+        [this, index = l.index, socket_peer](ConnectionPtr c, const PeerAddress& client,
+                                             const ProxyHeader*, absl::string_view error) {
           if (c == nullptr) {
-            spdlog::info("PROXY header refused: listener={} peer={} detail=\"{}\"", lc.name,
-                         socket_peer.Text(), LogQuoted(error));
+            spdlog::info("PROXY header refused: listener={} peer={} detail=\"{}\"",
+                         config().listeners[index].name, socket_peer.Text(), LogQuoted(error));
           } else if (!shutting_down_) {
-            Admit(lc, std::move(c), client, socket_peer);
+            Admit(index, std::move(c), client, socket_peer);
           }
           Defer([this] { ReapAcceptors(); });
         });
@@ -411,30 +511,43 @@ void Worker::ReapAcceptors() {
 // a connection is closed without a word).
 constexpr size_t kMaxRefusing = 64;
 
-void Worker::Admit(const ListenerConfig& lc, ConnectionPtr conn, const PeerAddress& peer,
+void Worker::Admit(size_t listener, ConnectionPtr conn, const PeerAddress& peer,
                    const PeerAddress& socket_peer) {
-  const LimitsConfig& limits = config_->limits;
+  // The session's snapshot: the current one, whatever was current when the
+  // connection was accepted (a PROXY header may take a while).
+  std::shared_ptr<WorkerView> view = view_;
+  const ListenerConfig& lc = view->config().listeners[listener];
+  const LimitsConfig& limits = view->config().limits;
   const bool imap = lc.protocol == Protocol::kImap;
   const char* refusal = nullptr;
+  Refusal reason = Refusal::kIpCap;
   Notice notice = Notice::kBusy;
+  const uint32_t cap = shared_.max_sessions.load(std::memory_order_relaxed);
   if (!limiter_.Acquire(KeyOf(peer))) {
     refusal = "too many connections from this address";
     notice = Notice::kIpCap;
   } else if (limits.max_prelogin_sessions != 0 && prelogin_ >= limits.max_prelogin_sessions) {
     limiter_.Release(KeyOf(peer));
     refusal = "too many sessions before login";
+    reason = Refusal::kPreloginCap;
+  } else if (cap != 0 && shared_.sessions.load(std::memory_order_relaxed) >= cap) {
+    limiter_.Release(KeyOf(peer));
+    refusal = "too many sessions (limits.max_sessions)";
+    reason = Refusal::kSessionCap;
   }
   if (refusal != nullptr) {
-    NoteRefusal(refusal);
+    NoteRefusal(refusal, reason);
     if (refusing_ >= kMaxRefusing) {
       conn->Close(/*abort=*/true);
       conn.release();
       return;
     }
   }
-  auto s = std::make_unique<Session>(*this, lc, std::move(conn), peer, Trusted(lc, socket_peer));
+  auto s = std::make_unique<Session>(*this, std::move(view), lc, std::move(conn), peer,
+                                     Trusted(lc, socket_peer));
   Session* raw = s.get();
   sessions_.emplace(raw, std::move(s));
+  shared_.sessions.fetch_add(1, std::memory_order_relaxed);
   if (refusal != nullptr) {
     ++refusing_;
     raw->Refuse(NoticeText(imap, notice), refusal);
@@ -443,7 +556,8 @@ void Worker::Admit(const ListenerConfig& lc, ConnectionPtr conn, const PeerAddre
   }
 }
 
-void Worker::NoteRefusal(const char* what) {
+void Worker::NoteRefusal(const char* what, Refusal reason) {
+  metrics_.refused[static_cast<size_t>(reason)].Inc();
   ++refused_;
   uint64_t now = uv_now(&loop_);
   if (last_refusal_log_ms_ == 0 || now - last_refusal_log_ms_ >= 1000) {
@@ -465,11 +579,11 @@ void Worker::PauseAccepting() {
 }
 
 bool Worker::ShedOne(Listener& l) {
+  metrics_.refused[static_cast<size_t>(Refusal::kOutOfFiles)].Inc();
   ++shed_;
   uint64_t now = uv_now(&loop_);
   if (now - last_shed_log_ms_ >= 1000 || last_shed_log_ms_ == 0) {  // at most one line a second
-    spdlog::warn("listener {}: out of file descriptors, dropped {} connection(s)", l.config->name,
-                 shed_);
+    spdlog::warn("listener {}: out of file descriptors, dropped {} connection(s)", l.name, shed_);
     shed_ = 0;
     last_shed_log_ms_ = now;
   }
@@ -515,6 +629,7 @@ void Worker::Remove(Session* s, bool refused) {
   }
   graveyard_.push_back(std::move(it->second));
   sessions_.erase(it);
+  shared_.sessions.fetch_sub(1, std::memory_order_relaxed);
   Defer([] {});  // the idle passes empty the graveyard
   MaybeFinish();
 }

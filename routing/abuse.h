@@ -69,6 +69,7 @@ struct AbusePolicy {
   std::chrono::milliseconds redis_timeout{50};
 
   absl::Status Validate() const;
+  bool operator==(const AbusePolicy&) const = default;
   // The delay before answering the `failures`-th failure (0 for 0).
   std::chrono::milliseconds DelayFor(uint32_t failures) const;
 };

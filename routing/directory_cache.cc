@@ -89,6 +89,16 @@ size_t DirectoryCache::ClearUser(absl::string_view user) {
   return n;
 }
 
+size_t DirectoryCache::Clear() {
+  size_t n = 0;
+  for (Shard& s : shards_) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    n += s.map.size();
+    s.map.clear();
+  }
+  return n;
+}
+
 size_t DirectoryCache::size() const {
   size_t n = 0;
   for (const Shard& s : shards_) {

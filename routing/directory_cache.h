@@ -43,6 +43,8 @@ class DirectoryCache {
              uint64_t now_ms);
   // Forgets every entry of `user` (the admin API); returns how many.
   size_t ClearUser(absl::string_view user);
+  // Forgets every entry; returns how many.
+  size_t Clear();
   size_t size() const;
 
  private:

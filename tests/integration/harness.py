@@ -139,7 +139,7 @@ class Bed:
             # Failed-login delays are tested on their own (test_directories,
             # test_abuse); elsewhere a wrong password is answered at once.
             "abuse": {"enabled": False},
-            "log": {"level": "info"},
+            "log": {"level": "info", "format": "text"},
         }
         if self.gateway_users:
             gw = dict(cfg["backends"][0], name="gateway", pop3_mode="gateway")

@@ -104,7 +104,7 @@ class ReloadTest(_FileBed):
         took = self.wait_current(timeout=5.0)
         self.assertIsNotNone(took, "the changed file was not re-read within 5 s")
         self.assertLess(took, 2.5, "re-read after %.2f s" % took)
-        self.assertRegex(pl.text(), r"passwd-file reloaded: directory=users path=%s users=4"
+        self.assertRegex(pl.text(), r"reload: result=ok kind=passwd-file directory=users path=%s users=4"
                          % re.escape(self.passwd))
         for name in ("imaps", "pop3s"):
             self.assert_login("rita", "rita-new-22", True, name)
@@ -129,8 +129,9 @@ class ReloadTest(_FileBed):
         pl = LogWindow(self.bed.postern.log)
         self.bed.postern.send_signal(signal.SIGHUP)
         self.assertIsNotNone(self.wait_current(), self.bed.postern.log()[-2000:])
-        self.assertIn("signal SIGHUP: re-reading passwd-files", pl.text())
-        self.assertIn("passwd-file reloaded: directory=users", pl.text())
+        # SIGHUP reloads the whole config, and with it every file it names.
+        self.assertIn("signal SIGHUP: reloading the config", pl.text())
+        self.assertIn("reload: result=ok kind=config", pl.text())
         self.assert_login("rita", "rita-hup-1", True)
         self.assert_login("rita", "rita-old-1", False)
 
@@ -149,8 +150,8 @@ class ReloadTest(_FileBed):
             with self.subTest(line=line_no, why=why):
                 pl = LogWindow(self.bed.postern.log)
                 self.write_lines(lines)
-                m = pl.wait(r"passwd-file not reloaded, the previous one stays: directory=users "
-                            r"(\S+):(\d+): ([^\n]*)", timeout=5)
+                m = pl.wait(r'reload: result=refused kind=passwd-file directory=users '
+                            r'detail="(\S+):(\d+): ([^\n]*)"', timeout=5)
                 self.assertIsNotNone(m, pl.text())
                 self.assertEqual(m.group(1), self.passwd)
                 self.assertEqual(int(m.group(2)), line_no)
@@ -162,7 +163,9 @@ class ReloadTest(_FileBed):
                 self.assertNotEqual(self.current_mark(), self.mark)
                 pl = LogWindow(self.bed.postern.log)
                 self.bed.postern.send_signal(signal.SIGHUP)
-                self.assertTrue(pl.wait(r"passwd-file not reloaded", timeout=5), pl.text())
+                # The whole reload is refused: the running config stays.
+                self.assertTrue(pl.wait(r"reload: result=refused kind=config", timeout=5),
+                                pl.text())
                 self.assert_login("rita", "rita-old-1", True)
         # Fixed: taken at once.
         self.write_lines(self.baseline() + ["newbie:{PLAIN}nb-pw::::::pass=%s" % BACKEND_PW])
@@ -178,8 +181,7 @@ class ReloadTest(_FileBed):
             self.assert_login("rita", "rita-old-1", True)
             pl = LogWindow(self.bed.postern.log)
             self.bed.postern.send_signal(signal.SIGHUP)
-            m = pl.wait(r"passwd-file not reloaded, the previous one stays: directory=users "
-                        r"([^\n]*)", timeout=5)
+            m = pl.wait(r'reload: result=refused kind=config [^\n]*detail="([^\n]*)"', timeout=5)
             self.assertIsNotNone(m, pl.text())
             self.assertIn(self.passwd, m.group(1))
             self.assert_login("rita", "rita-old-1", True)

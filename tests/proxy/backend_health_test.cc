@@ -26,7 +26,7 @@ Config TwoBackends() {
 
 TEST(BackendHealthTest, FailuresMarkDownAndASuccessBringsBack) {
   const Config c = TwoBackends();
-  BackendHealth h(c);
+  BackendHealth h(c, nullptr);
   HealthConfig hc;
   hc.failures = 2;
   hc.cooldown = std::chrono::seconds(60);
@@ -47,7 +47,7 @@ TEST(BackendHealthTest, FailuresMarkDownAndASuccessBringsBack) {
 
 TEST(BackendHealthTest, DropsAreCountedWithinASecond) {
   const Config c = TwoBackends();
-  BackendHealth h(c);
+  BackendHealth h(c, nullptr);
   BackendHealth::Slot* a = h.Find("a");
   const uint32_t first = h.Dropped(*a);
   const uint32_t second = h.Dropped(*a);
@@ -58,7 +58,7 @@ TEST(BackendHealthTest, DropsAreCountedWithinASecond) {
 
 TEST(BackendHealthTest, SourceTurnsArePerBackend) {
   const Config c = TwoBackends();
-  BackendHealth h(c);
+  BackendHealth h(c, nullptr);
   BackendHealth::Slot* a = h.Find("a");
   BackendHealth::Slot* b = h.Find("b");
   // Two addresses alternate for a, whatever else takes turns elsewhere.
@@ -73,7 +73,7 @@ TEST(BackendHealthTest, SourceTurnsArePerBackend) {
 
 TEST(BackendHealthTest, SourceTurnsAreSharedByWorkers) {
   const Config c = TwoBackends();
-  BackendHealth h(c);
+  BackendHealth h(c, nullptr);
   BackendHealth::Slot* a = h.Find("a");
   constexpr int kPerThread = 5000;
   std::vector<std::vector<uint32_t>> got(2);
@@ -89,6 +89,40 @@ TEST(BackendHealthTest, SourceTurnsAreSharedByWorkers) {
   // Every turn taken once: the two addresses get half each.
   EXPECT_EQ(all.size(), 2u * kPerThread);
   EXPECT_EQ(*all.rbegin(), 2u * kPerThread - 1);
+}
+
+}  // namespace
+}  // namespace postern
+
+namespace postern {
+namespace {
+
+TEST(BackendHealthTest, AReloadKeepsTheSlotsOfTheBackendsItKeeps) {
+  Config before = TwoBackends();
+  BackendHealth old(before, nullptr);
+  HealthConfig hc;
+  hc.failures = 1;
+  hc.cooldown = std::chrono::seconds(60);
+  old.Failed(*old.Find("a"), hc, "test");
+  old.Find("b")->drained.store(true);
+  old.Find("b")->sessions.fetch_add(3);
+
+  Config after;
+  for (const char* name : {"b", "c"}) {
+    BackendConfig bc;
+    bc.name = name;
+    after.backends.push_back(bc);
+  }
+  BackendHealth next(after, &old);
+  EXPECT_EQ(next.Find("a"), nullptr);  // gone from the config
+  ASSERT_NE(next.Find("b"), nullptr);
+  EXPECT_EQ(next.Find("b"), old.Find("b"));  // the same slot: sessions of both count there
+  EXPECT_TRUE(next.Find("b")->drained.load());
+  EXPECT_EQ(next.Find("b")->sessions.load(), 3);
+  ASSERT_NE(next.Find("c"), nullptr);
+  EXPECT_TRUE(next.Usable(*next.Find("c")));
+  EXPECT_FALSE(next.Usable(*next.Find("b")));  // drained
+  EXPECT_TRUE(next.Up(*next.Find("b")));
 }
 
 }  // namespace

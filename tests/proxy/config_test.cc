@@ -379,7 +379,7 @@ worker: 4
 )",
      "postern.yaml:4: worker: unknown key (expected one of: workers, hostname, listeners, tls, "
      "backends, routing, limits, timeouts, gateway, directories, directory, auth_cache, shards, "
-     "health, redis, proxy_ttl, abuse, log)"},
+     "health, redis, proxy_ttl, abuse, log, admin, user, group)"},
     {"BadPop3Mode", R"(
 listeners: [{protocol: pop3, address: "127.0.0.1:110", tls: none}]
 backends: [{name: b, address: 127.0.0.1, pop3_mode: translate}]
@@ -468,7 +468,7 @@ limits:
 )",
      "postern.yaml:4: limits.max_lines: unknown key (expected one of: max_line, "
      "max_prelogin_literal, error_budget, relay_high_watermark, relay_low_watermark, "
-     "max_auth_attempts, max_pending_replies, max_connections_per_ip, max_prelogin_sessions)"},
+     "max_auth_attempts, max_pending_replies, max_connections_per_ip, max_prelogin_sessions, max_sessions)"},
     {"DuplicateKey", R"(
 listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
 backends: [{name: b, address: 127.0.0.1}]
