@@ -418,7 +418,8 @@ log:
 class PodmanRun(unittest.TestCase):
 
     def test_podman_run(self):
-        r = run(["podman", "run", "--rm", "--network=none", IMAGE, "--version"], timeout=120)
+        r = run(["podman", "run", "--rm", "--network=none", "--ulimit", "nofile=1024:1024",
+                 "--ulimit", "nproc=1024:1024", IMAGE, "--version"], timeout=120)
         if r.returncode != 0:
             self.skipTest("this machine refuses podman run (expected here, TESTBED.md): "
                           + (r.stderr.strip().splitlines() or ["?"])[-1])
