@@ -157,8 +157,9 @@ class Kubernetes(unittest.TestCase):
         m = re.search(r"sleep (\d+)", script)
         self.assertIsNotNone(m, script)
         deadline = seconds((self.config.get("timeouts") or {}).get("shutdown_deadline"), 30)
-        # The request itself may take up to postern-admin's 10 s read timeout.
-        needed = int(m.group(1)) + deadline
+        # The request takes at most POSTERN_ADMIN_TIMEOUT (5 s), then the
+        # sleep, then SIGTERM and the shutdown deadline; 5 s more of margin.
+        needed = 5 + int(m.group(1)) + deadline
         self.assertGreaterEqual(self.pod["terminationGracePeriodSeconds"], needed + 5)
         # postern-admin is in the image where the hook calls it.
         with open(CONTAINERFILE) as f:
