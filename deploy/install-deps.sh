@@ -18,6 +18,8 @@ packages=(
   libcrypt-dev libargon2-dev libhttp-parser-dev
   # test backend, real clients and tools used by the tests and the demo
   dovecot-core dovecot-imapd dovecot-pop3d curl fetchmail mpop getmail6 python3
+  # the deploy/ tests read YAML (Kubernetes manifests, the shipped configs)
+  python3-yaml
   # routing_test starts its own redis-server (own config, dir and loopback port)
   redis-server
   openssl procps iproute2 ca-certificates
