@@ -20,6 +20,7 @@ tests/container_test.py.
 """
 
 import copy
+import base64
 import os
 import re
 import secrets
@@ -128,6 +129,12 @@ def shipped_configs():
 
 # --- dummy files ------------------------------------------------------------
 
+def ticket_key_line():
+    """One ticket key as tls/tls_ticket_keys.h reads them: base64 of 80
+    random bytes on a line (openssl rand 80 | base64 -w0)."""
+    return base64.b64encode(secrets.token_bytes(80)) + b"\n"
+
+
 def _read(path):
     with open(path, "rb") as f:
         return f.read()
@@ -194,7 +201,7 @@ class Materialized:
                     if dst:
                         self._put(here(_resolve(dst, config_dir)), _read(src))
             elif kind == "ticket":
-                self._put(here(_resolve(value, config_dir)), secrets.token_bytes(80))
+                self._put(here(_resolve(value, config_dir)), ticket_key_line())
             elif kind == "token":
                 self._put(here(_resolve(value, config_dir)),
                           (secrets.token_hex(16) + "\n").encode())
@@ -315,7 +322,7 @@ def probe_pending_keys(binary, workdir):
     with open(token, "w") as f:
         f.write(secrets.token_hex(16) + "\n")
     with open(ticket, "wb") as f:
-        f.write(secrets.token_bytes(80))
+        f.write(ticket_key_line())
     base = {
         "listeners": [{"name": "imaps", "protocol": "imap", "address": "127.0.0.1:0",
                        "tls": "implicit"}],

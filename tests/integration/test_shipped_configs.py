@@ -26,7 +26,7 @@ import unittest
 import harness
 import shipped
 
-REQUIRE_ALL = os.environ.get("POSTERN_REQUIRE_ALL_KEYS") == "1"
+REQUIRE_ALL = os.environ.get("POSTERN_REQUIRE_ALL_KEYS", "1") == "1"
 
 
 class ShippedYaml(unittest.TestCase):
