@@ -145,6 +145,13 @@ class Front {
 
   bool waiting_for_login() const { return waiting_login_; }
   bool logged_in() const { return logged_in_; }
+  // What a trusted proxy in front said about its client (options.trusted):
+  // Dovecot's forwarding fields, lower case, as IMAP ID names them
+  // (x-originating-ip, x-originating-port, x-proxy-ttl; POP3's XCLIENT
+  // ADDR, PORT and TTL are given these names too).
+  const std::vector<std::pair<std::string, std::string>>& trusted_id() const {
+    return trusted_id_;
+  }
   bool ended() const { return ended_; }
   // Commands pipelined behind the login stay in the buffer: after a
   // success they belong to the backend (RFC 5161 section 3.1 allows ENABLE
@@ -175,6 +182,7 @@ class Front {
 
   FrontHost& host_;
   FrontOptions options_;
+  std::vector<std::pair<std::string, std::string>> trusted_id_;
   uint32_t errors_ = 0;
   uint32_t auth_failures_ = 0;
   // The mechanism of the login in flight (OAuth refusals take one more

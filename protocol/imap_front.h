@@ -35,7 +35,6 @@ class ImapFront final : public Front {
   const std::vector<std::pair<std::string, std::string>>& client_id() const { return client_id_; }
   // From a trusted peer only (FrontOptions::trusted): its forwarding fields
   // x-originating-ip, x-originating-port and x-proxy-ttl, lower-cased names.
-  const std::vector<std::pair<std::string, std::string>>& trusted_id() const { return trusted_id_; }
 
   // The capabilities offered before login.
   std::string Capabilities() const;
@@ -56,7 +55,6 @@ class ImapFront final : public Front {
   std::unique_ptr<ImapCommandParser> parser_;
   std::string tag_;  // of the command being answered
   std::vector<std::pair<std::string, std::string>> client_id_;
-  std::vector<std::pair<std::string, std::string>> trusted_id_;
   // Set exactly while an AUTHENTICATE exchange waits for response lines.
   struct Sasl {
     Sasl(Credentials::Mechanism m, size_t max_line) : server(m), lines(max_line) {}

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace postern {
@@ -25,8 +26,11 @@ Pop3Front::Pop3Front(FrontHost& host, FrontOptions options)
       reader_(std::make_unique<Pop3CommandReader>(ReaderLimits(options_))) {}
 
 void Pop3Front::Start() {
-  // No APOP timestamp: APOP is not offered (RFC 1939 section 7).
-  host_.Send(absl::StrCat("+OK ", options_.hostname, " ready.\r\n"));
+  // No APOP timestamp: APOP is not offered (RFC 1939 section 7). A proxy
+  // in front that we trust is told it may say who its client is (Dovecot's
+  // "[XCLIENT]" greeting code, DIGEST d.2).
+  host_.Send(absl::StrCat("+OK ", options_.trusted ? "[XCLIENT] " : "", options_.hostname,
+                          " ready.\r\n"));
 }
 
 void Pop3Front::TlsStarted() {
@@ -135,6 +139,28 @@ void Pop3Front::HandleCommand(const Pop3Command& cmd) {
     return;
   }
   if (name == "NOOP" && args.empty()) {
+    host_.Send("+OK\r\n");
+    return;
+  }
+  if (name == "XCLIENT" && !args.empty()) {
+    // Dovecot's XCLIENT (DIGEST d.2): ADDR=, PORT=, TTL=, SESSION=, ... from
+    // a proxy in front, believed only from trusted_networks. Unknown
+    // attributes are ignored, as Dovecot does.
+    if (!options_.trusted) {
+      Err("You are not from trusted IP.");
+      return;
+    }
+    std::vector<std::pair<std::string, std::string>> fields;
+    for (const std::string& a : args) {
+      const size_t eq = a.find('=');
+      if (eq == std::string::npos) continue;
+      const std::string key = absl::AsciiStrToUpper(a.substr(0, eq));
+      const std::string value = a.substr(eq + 1);
+      if (key == "ADDR") fields.emplace_back("x-originating-ip", value);
+      if (key == "PORT") fields.emplace_back("x-originating-port", value);
+      if (key == "TTL") fields.emplace_back("x-proxy-ttl", value);
+    }
+    trusted_id_ = std::move(fields);
     host_.Send("+OK\r\n");
     return;
   }

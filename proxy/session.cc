@@ -352,7 +352,7 @@ void Session::Login(Credentials credentials) {
     }
   }
   const uint64_t gen = ++generation_;
-  if (listener_.protocol == Protocol::kImap) AdoptTrustedId();
+  AdoptTrustedId();
   if (hops_ == 0) {
     worker_.Defer([this, gen] {
       if (gen != generation_ || state_ != State::kLogin) return;
@@ -409,7 +409,7 @@ std::chrono::milliseconds Session::CountFailure() {
 void Session::AdoptTrustedId() {
   // A proxy in front of us (trusted_networks) tells who its client is and
   // how many hops are left (Dovecot's forwarding fields, DIGEST d.1).
-  const auto& fields = static_cast<const ImapFront*>(front_.get())->trusted_id();
+  const auto& fields = front_->trusted_id();
   std::string ip;
   uint32_t port = 0;
   for (const auto& [k, v] : fields) {
