@@ -121,7 +121,7 @@ class Client {
       const size_t colon = lines[i].find(':');
       std::string name = absl::AsciiStrToLower(lines[i].substr(0, colon));
       std::string value(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
-      if (name == "content-length") absl::SimpleAtoi(value, &length);
+      if (name == "content-length" && !absl::SimpleAtoi(value, &length)) return std::nullopt;
       r.headers.emplace_back(std::move(name), std::move(value));
     }
     if (head || r.status == 100 || r.status == 204) length = 0;
