@@ -195,6 +195,7 @@ class AdminRequestParser {
   bool headers_complete_ = false;
   size_t header_bytes_ = 0;
   size_t total_bytes_ = 0;
+  size_t fields_ = 0;  // header and trailer fields
   std::string field_;
   std::string value_;
   bool in_value_ = false;

@@ -123,13 +123,19 @@ struct AdminRequestParser::Callbacks {
     AdminRequestParser* s = Self(p);
     if (s->in_value_) s->FinishField();
     if (!s->have_field_) {
-      if (s->request_.headers.size() >= s->limits_.max_headers) {
+      // Trailer fields (after a chunked body) count against the same bounds.
+      if (s->fields_ >= s->limits_.max_headers) {
         s->SetError(431, absl::StrCat("over ", s->limits_.max_headers, " header fields"));
         return 1;
       }
+      ++s->fields_;
       if (!Count(s, 4)) return 1;  // ": " and CRLF
     }
     if (!Count(s, n)) return 1;
+    s->have_field_ = true;
+    // Trailer fields are read and dropped: none of them may change what the
+    // header fields said (RFC 9110 section 6.5.1), and none is used here.
+    if (s->headers_complete_) return 0;
     for (size_t i = 0; i < n; ++i) {
       s->field_.push_back(absl::ascii_tolower(static_cast<unsigned char>(at[i])));
     }
@@ -140,7 +146,7 @@ struct AdminRequestParser::Callbacks {
     AdminRequestParser* s = Self(p);
     if (!Count(s, n)) return 1;
     s->in_value_ = true;
-    s->value_.append(at, n);
+    if (!s->headers_complete_) s->value_.append(at, n);
     return 0;
   }
   static int OnHeadersComplete(http_parser* p) {
@@ -225,6 +231,7 @@ void AdminRequestParser::Reset() {
   headers_complete_ = false;
   header_bytes_ = 0;
   total_bytes_ = 0;
+  fields_ = 0;
   field_.clear();
   value_.clear();
   in_value_ = false;
@@ -241,7 +248,7 @@ bool AdminRequestParser::SetError(int status, std::string why) {
 
 void AdminRequestParser::FinishField() {
   absl::string_view v = absl::StripAsciiWhitespace(value_);
-  request_.headers.emplace_back(std::move(field_), std::string(v));
+  if (!headers_complete_) request_.headers.emplace_back(std::move(field_), std::string(v));
   field_.clear();
   value_.clear();
   in_value_ = false;

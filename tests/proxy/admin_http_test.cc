@@ -121,7 +121,7 @@ class Client {
       const size_t colon = lines[i].find(':');
       std::string name = absl::AsciiStrToLower(lines[i].substr(0, colon));
       std::string value(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
-      if (name == "content-length") absl::SimpleAtoi(value, &length);
+      if (name == "content-length" && !absl::SimpleAtoi(value, &length)) return std::nullopt;
       r.headers.emplace_back(std::move(name), std::move(value));
     }
     if (head || r.status == 100 || r.status == 204) length = 0;
@@ -863,6 +863,30 @@ TEST(AdminRequestParserTest, ObsFoldBecomesSpace) {
   ASSERT_NE(nullptr, v);
   EXPECT_EQ(std::string::npos, v->find_first_of("\r\n")) << absl::CEscape(*v);
   EXPECT_TRUE(absl::StartsWith(*v, "a") && absl::EndsWith(*v, "b")) << absl::CEscape(*v);
+}
+
+// Trailer fields after a chunked body are read (and bounded) but dropped:
+// a trailer cannot add a second Host, or an Authorization.
+TEST(AdminRequestParserTest, TrailersAreDropped) {
+  const std::string req =
+      "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "3\r\nabc\r\n0\r\nHost: evil\r\nAuthorization: Bearer x\r\n\r\n";
+  for (size_t piece : {size_t{1}, size_t{5}, req.size()}) {
+    AdminRequestParser p;
+    size_t used = 0;
+    ASSERT_EQ(AdminRequestParser::Result::kDone, ParseInPieces(req, piece, p, &used));
+    EXPECT_EQ(req.size(), used);
+    ASSERT_EQ(2u, p.request().headers.size());
+    EXPECT_EQ("a", *p.request().Header("host"));
+    EXPECT_EQ(nullptr, p.request().Header("authorization"));
+    EXPECT_EQ("abc", p.request().body);
+  }
+  AdminHttpLimits small;
+  small.max_headers = 3;
+  AdminRequestParser p(small);
+  size_t used = 0;
+  EXPECT_EQ(AdminRequestParser::Result::kError, ParseInPieces(req, req.size(), p, &used));
+  EXPECT_EQ(431, p.error_status());  // two fields and two trailer fields
 }
 
 TEST(AdminRequestParserTest, QueryDecoding) {
