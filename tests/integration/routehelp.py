@@ -91,7 +91,7 @@ def base_config(cert, key, backends, **extra):
         "backends": backends,
         "abuse": {"enabled": False},
         "limits": {"max_connections_per_ip": 0},
-        "log": {"level": "info"},
+        "log": {"level": "info", "format": "text"},
     }
     return harness.deep_merge(cfg, extra)
 

@@ -355,12 +355,8 @@ class ForwardingTest(routehelp.FleetTestCase):
         self.assertLessEqual(hops, 5)
 
     def test_pop3_loop_ends_with_unavailable(self):
-        # Fails today (postern bug, left failing): POP3 carries the hop
-        # count in XCLIENT TTL=, which postern sends only to a backend that
-        # offers XCLIENT in its greeting; postern's own POP3 front
-        # (protocol/pop3_front.cc) offers none and reads none, so a POP3
-        # loop runs until limits.max_connections_per_ip (256 hops here;
-        # 5,000, max_prelogin_sessions, with the cap off) refuses a hop.
+        # POP3 carries the hop count in XCLIENT TTL=: postern offers
+        # [XCLIENT] to trusted_networks peers and takes ADDR/PORT/TTL.
         p = self.loop_postern("pop3")
         t0 = time.monotonic()
         login = routehelp.pop3_login(p.address("loop"), "alice", source_ip=CLIENT, timeout=30)
