@@ -10,10 +10,9 @@ session:
   carries \\Deleted, and answers -ERR, deleting nothing, when one does.
 - \\Seen, against Dovecot's own POP3 server on the same Maildir: RETR marks
   (stored at QUIT, and when the client just leaves), TOP does not, RSET
-  forgets; gateway.seen: never changes nothing, immediate marks at RETR.
-  test_seen_stored_at_idle_timeout fails today (proxy/session.cc ends a
-  gateway session at timeouts.pop3_idle without telling the gateway; the
-  test says how)."""
+  forgets; gateway.seen: never changes nothing, immediate marks at RETR,
+  and an idle timeout stores them too (the gateway hears of it: Stage::
+  IdleTimeout)."""
 
 import os
 import re
@@ -183,6 +182,204 @@ class GatewayDeleteTest(GatewayBed):
         self.assertEqual(self.subjects("u3"), self.all_but())
 
     def test_dele_idle_timeout_deletes_none(self):
+        self.bed.start_postern({"timeouts": {"pop3_idle": "1s"}})
+        self.addCleanup(self.bed.start_postern)
+        c = self.pop3("u4")
+        for n in (1, 2):
+            self.assertTrue(c.pop3_raw("DELE %d" % n).startswith(b"+OK"))
+        start = time.monotonic()
+        self.assertTrue(c.closed_within(10), "no idle timeout")
+        self.assertLess(time.monotonic() - start, 8)
+        f = self.wait_session_end(c)
+        self.assertEqual(f.get("end"), "idle timeout", f)
+        self.assertEqual(self.subjects("u4"), self.all_but())
+        self.assertNotIn("T", "".join(self.on_disk("u4").values()))
+
+    def test_other_clients_deleted_flag_is_left_alone(self):
+        # UID EXPUNGE removes only our UIDs (RFC 4315 section 2.1): another
+        # client's \Deleted message stays, flagged.
+        c = self.pop3("u5")
+        self.imap_do("u5", "STORE 3 +FLAGS.SILENT (\\Deleted)")
+        self.assertTrue(c.pop3_raw("DELE 1").startswith(b"+OK"))
+        self.assertEqual(c.pop3_raw("QUIT"), b"+OK Logging out, messages deleted.\r\n")
+        self.assertTrue(c.closed_within(5))
+        disk = self.on_disk("u5")
+        self.assertEqual(sorted(disk), self.all_but(1))
+        self.assertIn("T", disk["m3"])
+
+    def test_delivery_and_expunge_elsewhere_mid_session(self):
+        # The numbering is fixed at login (RFC 1939 section 4): a message
+        # delivered afterwards is not ours to delete even when every number
+        # is marked; DELE of a message another client expunged is harmless.
+        c = self.pop3("u6")
+        self.assertTrue(c.pop3_raw("STAT").startswith(b"+OK 6 "))
+        self.bed.dovecot.add_raw_message("u6", message("u6", 7))
+        self.imap_do("u6", "STORE 2 +FLAGS.SILENT (\\Deleted)", "EXPUNGE")
+        self.assertNotIn("m2", self.on_disk("u6"))
+        self.assertIn("m7", self.on_disk("u6"))
+        for n in range(1, 7):
+            self.assertTrue(c.pop3_raw("DELE %d" % n).startswith(b"+OK"), n)
+        self.assertEqual(c.pop3_raw("STAT"), b"+OK 0 0\r\n")
+        self.assertEqual(c.pop3_raw("QUIT"), b"+OK Logging out, messages deleted.\r\n")
+        self.assertTrue(c.closed_within(5))
+        self.assertEqual(self.on_disk("u6"), {"m7": ""})
+
+    def test_deleting_everything_twice_over(self):
+        # Every message marked, DELE of a marked one refused, RSET and again.
+        c = self.pop3("u7")
+        for n in range(1, 7):
+            self.assertTrue(c.pop3_raw("DELE %d" % n).startswith(b"+OK"))
+        self.assertEqual(c.pop3_raw("DELE 3"), b"-ERR Message is deleted.\r\n")
+        self.assertEqual(c.pop3_raw("LIST", True), b"+OK 0 messages:\r\n.\r\n")
+        self.assertEqual(c.pop3_raw("RSET"), b"+OK\r\n")
+        self.assertTrue(c.pop3_raw("LIST", True).startswith(b"+OK 6 messages:\r\n"))
+        for n in (6, 1):
+            self.assertTrue(c.pop3_raw("DELE %d" % n).startswith(b"+OK"))
+        self.assertEqual(c.pop3_raw("QUIT"), b"+OK Logging out, messages deleted.\r\n")
+        self.assertEqual(self.subjects("u7"), self.all_but(1, 6))
+
+
+@unittest.skipIf(DIRECT, "the gateway is postern's")
+class GatewayDeleteNoUidplusTest(GatewayBed):
+    """Dovecot advertising no UIDPLUS: the gateway searches for other
+    \\Deleted messages and expunges with a plain EXPUNGE only when there are
+    none (DIGEST c.4)."""
+
+    dovecot_extra_conf = NO_UIDPLUS
+
+    def test_capabilities_lack_uidplus(self):
+        c = harness.Conn((harness.HOST, self.bed.dovecot.imap_port), timeout=15)
+        self.addCleanup(c.close)
+        c.readline()
+        _, t = c.imap("a", "LOGIN u11 demo")
+        self.assertTrue(t.startswith(b"a OK [CAPABILITY IMAP4rev1 "), t)
+        self.assertNotIn(b"UIDPLUS", t)
+        self.assertNotIn(b"IMAP4rev2", t)
+
+    def test_dele_quit_without_uidplus(self):
+        c = self.pop3("u0")
+        for n in (2, 3):
+            self.assertTrue(c.pop3_raw("DELE %d" % n).startswith(b"+OK"))
+        self.assertEqual(c.pop3_raw("QUIT"), b"+OK Logging out, messages deleted.\r\n")
+        self.assertTrue(c.closed_within(5))
+        self.assertEqual(self.subjects("u0"), self.all_but(2, 3))
+
+    def test_other_deleted_message_refuses_quit(self):
+        # Another client flagged message 4 \Deleted mid-session: a plain
+        # EXPUNGE would remove it too, so nothing is expunged and QUIT says so.
+        c = self.pop3("u1")
+        self.imap_do("u1", "STORE 4 +FLAGS.SILENT (\\Deleted)")
+        self.assertTrue(c.pop3_raw("DELE 1").startswith(b"+OK"))
+        self.assertTrue(c.pop3_raw("DELE 2").startswith(b"+OK"))
+        answer = c.pop3_raw("QUIT")
+        self.assertTrue(c.closed_within(5))
+        disk = self.on_disk("u1")
+        self.assertEqual(sorted(disk), self.all_but(), "QUIT answered %r" % answer)
+        self.assertTrue(answer.startswith(b"-ERR "), answer)
+        self.assertEqual(sorted(disk), self.all_but())
+        self.assertIn("T", disk["m4"])
+        for m in ("m1", "m2", "m3", "m5", "m6"):
+            self.assertNotIn("T", disk[m], m)
+
+    def test_other_deleted_before_login_refuses_quit(self):
+        self.imap_do("u2", "STORE 6 +FLAGS.SILENT (\\Deleted)")
+        c = self.pop3("u2")
+        self.assertTrue(c.pop3_raw("DELE 5").startswith(b"+OK"))
+        self.assertTrue(c.pop3_raw("QUIT").startswith(b"-ERR "))
+        disk = self.on_disk("u2")
+        self.assertEqual(sorted(disk), self.all_but())
+        self.assertEqual([m for m, f in sorted(disk.items()) if "T" in f], ["m6"])
+
+    def test_delivery_mid_session_without_uidplus(self):
+        # The plain EXPUNGE removes what carries \Deleted: only ours.
+        c = self.pop3("u3")
+        self.bed.dovecot.add_raw_message("u3", message("u3", 7))
+        for n in range(1, 7):
+            self.assertTrue(c.pop3_raw("DELE %d" % n).startswith(b"+OK"))
+        self.assertEqual(c.pop3_raw("QUIT"), b"+OK Logging out, messages deleted.\r\n")
+        self.assertEqual(self.on_disk("u3"), {"m7": ""})
+
+    def test_rset_and_disconnect_without_uidplus(self):
+        c = self.pop3("u4")
+        self.assertTrue(c.pop3_raw("DELE 1").startswith(b"+OK"))
+        self.assertEqual(c.pop3_raw("RSET"), b"+OK\r\n")
+        self.assertEqual(c.pop3_raw("QUIT"), b"+OK Logging out.\r\n")
+        c = self.pop3("u4")
+        self.assertTrue(c.pop3_raw("DELE 1").startswith(b"+OK"))
+        c.close()
+        self.wait_session_end(c)
+        self.assertEqual(self.subjects("u4"), self.all_but())
+        self.assertNotIn("T", "".join(self.on_disk("u4").values()))
+
+
+# \Seen scenarios: (POP3 commands after login, how the session ends,
+# messages that end up \Seen as Dovecot's own POP3 server leaves them).
+SEEN_SCENARIOS = [
+    ("retr-top-quit", ["RETR 1", "TOP 2 5", "RETR 4"], "quit", {"m1", "m4"}),
+    ("rset-forgets", ["RETR 1", "RETR 2", "RSET", "RETR 3"], "quit", {"m3"}),
+    ("top-only", ["TOP 1 0", "TOP 2 100", "TOP 3 1"], "quit", set()),
+    ("retr-disconnect", ["RETR 2", "TOP 3 0", "RETR 5"], "close", {"m2", "m5"}),
+    ("rset-disconnect", ["RETR 1", "RSET"], "close", set()),
+    ("retr-dele-disconnect", ["RETR 1", "RETR 2", "DELE 2"], "close", {"m1", "m2"}),
+    ("retr-dele-rset-quit", ["RETR 6", "DELE 6", "RSET", "RETR 1"], "quit", {"m1"}),
+]
+
+
+@unittest.skipIf(DIRECT, "compares Dovecot's POP3 with the gateway")
+class GatewaySeenTest(GatewayBed):
+    """\\Seen through the gateway and through Dovecot's POP3, same Maildir."""
+
+    def reset_seen(self, user):
+        self.imap_do(user, "STORE 1:* -FLAGS.SILENT (\\Seen)")
+        self.assertEqual(self.seen(user), set())
+
+    def run_scenario(self, c, commands, end):
+        for cmd in commands:
+            multi = cmd.split()[0] in ("RETR", "TOP")
+            self.assertTrue(c.pop3_raw(cmd, multi, timeout=15).startswith(b"+OK"), cmd)
+        if end == "quit":
+            self.assertTrue(c.pop3_raw("QUIT").startswith(b"+OK"))
+            self.assertTrue(c.closed_within(5))
+        else:
+            c.close()
+
+    def direct_scenario(self, user, commands, end):
+        self.reset_seen(user)
+        self.run_scenario(self.direct_pop3(user), commands, end)
+        # Dovecot stores the flags when its pop3 process ends the session.
+        harness.wait_for(lambda: not self.bed.dovecot.processes("pop3", user), timeout=10)
+        self.assertFalse(self.bed.dovecot.processes("pop3", user))
+        return self.seen(user)
+
+    def gateway_scenario(self, user, commands, end):
+        self.reset_seen(user)
+        c = self.pop3(user)
+        self.run_scenario(c, commands, end)
+        self.wait_session_end(c)
+        return self.seen(user)
+
+    def test_seen_as_dovecot_pop3_sets_it(self):
+        for name, commands, end, want in SEEN_SCENARIOS:
+            with self.subTest(scenario=name):
+                direct = self.direct_scenario("u0", commands, end)
+                gateway = self.gateway_scenario("u0", commands, end)
+                self.assertEqual(direct, want, "Dovecot's own POP3")
+                self.assertEqual(gateway, want, "the gateway")
+
+    def test_seen_is_stored_at_quit_not_before(self):
+        c = self.pop3("u1")
+        self.reset_seen("u1")
+        self.assertTrue(c.pop3_raw("RETR 2", True).startswith(b"+OK"))
+        self.assertEqual(self.seen("u1"), set())  # deferred: BODY.PEEK[]
+        self.assertTrue(c.pop3_raw("QUIT").startswith(b"+OK"))
+        self.assertEqual(self.seen("u1"), {"m2"})
+
+    def test_seen_stored_at_idle_timeout(self):
+        # The session ends (timeouts.pop3_idle) without QUIT: nothing is
+        # deleted, and the \Seen flags are stored as when the client leaves
+        # (README, gateway.seen: "stored at QUIT or when the session ends";
+        # Dovecot's POP3 stores them when its own idle timeout ends a
+        # session).
         self.bed.start_postern({"timeouts": {"pop3_idle": "1s"}})
         self.addCleanup(self.bed.start_postern)
         c = self.pop3("u4")
