@@ -146,6 +146,8 @@ echo "demo: starting Dovecot imapstore (127.0.0.1:10144 IMAP only, no POP3) for 
 start_dovecot imapstore "$demo/imapstore" --imap-port 10144 --protocols imap --users carol
 
 "$python" deploy/testbed.py cert --dir "$demo" > /dev/null
+# The admin endpoint's bearer token (every route but /healthz and /readyz).
+[ -s "$demo/admin.token" ] || (umask 077; head -c 24 /dev/urandom | base64 > "$demo/admin.token")
 cat > "$demo/postern.yaml" <<'EOF'
 # Written by deploy/demo.sh. Reference: deploy/postern.example.yaml.
 hostname: localhost
@@ -167,8 +169,12 @@ routing:
   users: { carol: imapstore }
 timeouts:
   shutdown_grace: 2s         # Ctrl-C: open sessions get 2 s to finish
+admin:
+  address: 127.0.0.1:9199    # /healthz, /readyz, /metrics, /admin/...
+  token_file: admin.token
 log:
   level: info
+  format: json               # one JSON object per line (text: key=value lines)
 EOF
 "$bin" --check-config "$demo/postern.yaml"
 
@@ -192,6 +198,14 @@ carol's store speaks only IMAP; her POP3 goes through postern's POP3-to-IMAP gat
   curl --ssl-reqd -k pop3://127.0.0.1:9110/2 -u carol:demo
   curl -k pop3s://127.0.0.1:9995/ -u carol:demo -X UIDL
   openssl s_client -quiet -connect 127.0.0.1:9995     (then: USER carol, PASS demo, LIST, TOP 1 0, QUIT)
+
+The admin endpoint (metrics, sessions, reload, drain):
+
+  curl -s 127.0.0.1:9199/readyz
+  curl -s -H "Authorization: Bearer \$(cat .demo/admin.token)" 127.0.0.1:9199/metrics | grep postern_logins
+  curl -s -H "Authorization: Bearer \$(cat .demo/admin.token)" 127.0.0.1:9199/admin/sessions
+  curl -s -X POST -H "Authorization: Bearer \$(cat .demo/admin.token)" 127.0.0.1:9199/admin/reload
+  kill -HUP \$(cat .demo/postern.pid)     (reloads .demo/postern.yaml too)
 
 Config: .demo/postern.yaml
 Dovecot logs: .demo/dovecot/dovecot.log (alice, bob), .demo/imapstore/dovecot.log (carol)

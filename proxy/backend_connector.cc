@@ -249,7 +249,8 @@ void BackendConnector::HandleImapLine(absl::string_view line) {
                                " did not confirm that it trusts Postern's IMAP ID (",
                                LogQuoted(r.text), "; Dovecot 2.3.19 never does): if its log ",
                                "shows Postern's address instead of the client's, add Postern's ",
-                               "address to its login_trusted_networks"));
+                               "address to its login_trusted_networks"),
+                  spdlog::level::info);  // a hint: a trusting Dovecot 2.3 says the same
         }
         return;
       }

@@ -38,14 +38,15 @@ std::string LogSafe(absl::string_view text, size_t max) { return Escape(text, ma
 
 std::string LogQuoted(absl::string_view text, size_t max) { return Escape(text, max, true); }
 
-void LogOnce(const std::string& key, const std::string& message) {
+void LogOnce(const std::string& key, const std::string& message,
+             spdlog::level::level_enum level) {
   static std::mutex mu;
   static absl::flat_hash_set<std::string>* seen = new absl::flat_hash_set<std::string>();
   {
     std::lock_guard<std::mutex> lock(mu);
     if (!seen->insert(key).second) return;
   }
-  spdlog::warn("{}", message);
+  spdlog::log(level, "{}", message);
 }
 
 }  // namespace postern

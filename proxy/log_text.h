@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "spdlog/common.h"
 
 namespace postern {
 
@@ -20,6 +21,8 @@ std::string LogQuoted(absl::string_view text, size_t max = 512);
 
 // Logs `message` as a warning the first time `key` is seen in the process
 // (a misconfiguration reported once, not on every login).
-void LogOnce(const std::string& key, const std::string& message);
+// `level`: warn unless the message is only a hint.
+void LogOnce(const std::string& key, const std::string& message,
+             spdlog::level::level_enum level = spdlog::level::warn);
 
 }  // namespace postern
