@@ -153,7 +153,7 @@ class FailoverTest(routehelp.FleetTestCase):
             self.assertEqual(backend, "b", answer)
             times.append(dt)
         q_log = self.posterns["Q"].log()[mark_q:]
-        retried = re.findall(r"backend failed, trying the next replica: .*backend=a .*", q_log)
+        retried = re.findall(r"backend failed: .*backend=a next=replica .*", q_log)
         print("\nQ: 8 logins with a stopped, %d went to a first; login times %s ms"
               % (len(retried), [int(t * 1000) for t in times]))
         self.assertGreaterEqual(len(retried), 1, "Q never tried the stopped replica first")
@@ -186,7 +186,7 @@ class FailoverTest(routehelp.FleetTestCase):
               % [(b, a[:40].decode(errors="replace")) for b, a, _ in early])
         self.assertEqual([b for b, _, _ in early], ["d"] * 4)
         self.assertRegex(self.posterns["Q"].log()[mark_q:],
-                         r"backend failed, trying the next replica: .*backend=c ")
+                         r"backend failed: .*backend=c next=replica ")
         self.assert_logged(self.posterns["P"], r"backend down: backend=c ", mark, timeout=5)
         place = routehelp.Placement(self.dovecots)
         sessions = []
