@@ -1319,11 +1319,21 @@ absl::Status Parser::ParseAbuse(const Field& f, AbusePolicy& a) const {
     a.max_entries = static_cast<size_t>(v);
   }
   if (const Field* x = m.Find("ipv6_prefix")) {
-    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 8, 128));
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 16, 128));
     a.ipv6_prefix = static_cast<int>(v);
   }
+  // The one rule between two keys: at the line of max_delay (or of
+  // first_delay when only it was given).
+  if (a.max_delay < a.first_delay) {
+    const Field* at = m.Find("max_delay") != nullptr ? m.Find("max_delay") : m.Find("first_delay");
+    return FieldError(at != nullptr ? *at : f, "must not be shorter than abuse.first_delay");
+  }
   absl::Status st = a.Validate();
-  if (!st.ok()) return FieldError(f, st.message());
+  if (!st.ok()) {
+    absl::string_view why = st.message();
+    absl::ConsumePrefix(&why, "abuse: ");
+    return FieldError(f, why);
+  }
   return absl::OkStatus();
 }
 
@@ -1429,11 +1439,36 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
     POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*f, 1, 64));
     config->proxy_ttl = static_cast<uint32_t>(v);
   }
+  // Rules between sections: reported at the line of the key (or of its
+  // section when the key is a default).
+  auto key_line = [&](absl::string_view section, absl::string_view key) {
+    const Field* s = m.Find(section);
+    if (s == nullptr) return 1;
+    absl::StatusOr<Mapping> sm = ReadMapping(*s, {});
+    const Field* k = sm.ok() ? sm->Find(key) : nullptr;
+    return k != nullptr ? LineOf(k->key_node) : LineOf(s->key_node);
+  };
+  if (config->ring != nullptr) {
+    // The ring places every user: a static map beside it would be silently
+    // ignored.
+    for (absl::string_view key : {"users", "default_backend"}) {
+      const Field* r = m.Find("routing");
+      absl::StatusOr<Mapping> rm =
+          r != nullptr ? ReadMapping(*r, {}) : absl::StatusOr<Mapping>(Mapping{});
+      if (rm.ok() && rm->Find(key) != nullptr) {
+        return Error(key_line("routing", key), absl::StrCat("routing.", key),
+                     "not used with shards (the ring places users; a directory's backend= or "
+                     "shard= field, or a Redis override, places one elsewhere)");
+      }
+    }
+  }
   if (config->redis_overrides && !config->redis.enabled) {
-    return Error(1, "routing.redis_overrides", "needs the redis section");
+    return Error(key_line("routing", "redis_overrides"), "routing.redis_overrides",
+                 "needs the redis section");
   }
   if (config->redis_overrides && config->ring == nullptr) {
-    return Error(1, "routing.redis_overrides", "needs shards (overrides move users off the ring)");
+    return Error(key_line("routing", "redis_overrides"), "routing.redis_overrides",
+                 "needs shards (overrides move users off the ring)");
   }
   if (const Field* f = m.Find("log")) {
     POSTERN_CONFIG_RETURN_IF_ERROR(ParseLog(*f, config->log));
@@ -1469,7 +1504,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
     config->gid = found->gr_gid;
   }
   if (config->timeouts.shutdown_deadline < config->timeouts.shutdown_grace) {
-    return Error(1, "timeouts.shutdown_deadline",
+    return Error(key_line("timeouts", "shutdown_deadline"), "timeouts.shutdown_deadline",
                  absl::StrCat("must not be shorter than timeouts.shutdown_grace (",
                               config->timeouts.shutdown_grace.count(), " ms)"));
   }

@@ -231,7 +231,7 @@ struct RedisConfig {
 
 // auth_cache: directory answers kept for a while (routing/directory_cache.h).
 struct AuthCacheConfig {
-  std::chrono::milliseconds ttl{60'000};           // auth_cache.ttl; 0: no cache
+  std::chrono::milliseconds ttl{60'000};  // auth_cache.ttl (max_entries: 0 turns the cache off)
   std::chrono::milliseconds negative_ttl{10'000};  // auth_cache.negative_ttl
   size_t max_entries = 100'000;                    // auth_cache.max_entries
 };

@@ -64,6 +64,9 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> BuildSnapshot(std::shared_ptr<co
       return absl::InvalidArgumentError(
           absl::StrCat(c.source, ": backends: ", b.name, ": ", ctx.status().message()));
     }
+    if (!b.tls_verify) {
+      spdlog::warn("backend {}: TLS without certificate verification (tls_verify: false)", b.name);
+    }
     s->backend_tls[b.name] = *std::move(ctx);
   }
   for (const DirectoryConfig& d : c.directories) {

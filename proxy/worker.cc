@@ -27,9 +27,6 @@
 namespace postern {
 namespace {
 
-// After the grace period, how long a session may take to reach a point
-// between two responses before it is cut.
-constexpr std::chrono::milliseconds kDrainLimit{5000};
 // During shutdown a closing connection waits at most this long for its peer.
 constexpr uint32_t kShutdownLingerMs = 500;
 // PROXY headers being read at once per worker (each holds an fd for at most
