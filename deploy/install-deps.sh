@@ -22,6 +22,8 @@ packages=(
   python3-yaml
   # routing_test starts its own redis-server (own config, dir and loopback port)
   redis-server
+  # test_ops_admin runs its own Prometheus (own config and TSDB) and promtool
+  prometheus
   openssl procps iproute2 ca-certificates
   # side-by-side benchmarks (bench/compare starts its own nginx and haproxy)
   nginx-light libnginx-mod-mail haproxy
@@ -40,8 +42,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # bench/compare runs haproxy itself (foreground, its own config, loopback
   # ports); the package's system service is not needed, so a haproxy we just
   # installed is not left running. One installed before is left alone.
-  # The same for redis-server: routing_test runs its own on a free port.
-  for svc in haproxy redis-server; do
+  # The same for redis-server: routing_test runs its own on a free port; and
+  # for prometheus (test_ops_admin).
+  for svc in haproxy redis-server prometheus; do
     if [[ " ${missing[*]} " == *" $svc "* ]]; then
       if [ -d /run/systemd/system ]; then
         $SUDO systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
