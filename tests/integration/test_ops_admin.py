@@ -96,6 +96,7 @@ class MetricsTest(opshelp.AdminTestCase):
     postern_overrides = {"workers": 2, "limits": {"max_connections_per_ip": 12}}
     dovecot_kwargs = {"users": ("alice", "bob", "carol", "dave"),
                       "extra_messages": {"dave": [BIG_FETCH]}}
+    gateway_users = ("carol",)  # POP3 through the gateway
 
     @classmethod
     def setUpClass(cls):
@@ -182,9 +183,9 @@ class MetricsTest(opshelp.AdminTestCase):
         print("\n  logins before: %s" % before)
 
     def test_sessions_open_while_held(self):
-        """4 IMAPS and 2 POP3S sessions held logged in and one IMAP session
-        before login: the gauges say 4, 2 and 1 while they are open and 0
-        once they are closed."""
+        """4 IMAPS and 2 POP3S sessions held logged in, one POP3S session
+        through the gateway and one IMAP session before login: the gauges
+        say 4, 2, 1 and 1 while they are open and 0 once they are closed."""
         held = []
         for _ in range(4):
             c = self.connect("imaps")
@@ -196,10 +197,15 @@ class MetricsTest(opshelp.AdminTestCase):
             self.assertTrue(c.pop3("USER bob").startswith(b"+OK"))
             self.assertTrue(c.pop3("PASS demo").startswith(b"+OK"))
             held.append(c)
+        c = self.connect("pop3s")
+        self.assertTrue(c.pop3("USER carol").startswith(b"+OK"))
+        self.assertTrue(c.pop3("PASS demo").startswith(b"+OK"))
+        held.append(c)
         held.append(self.connect("imap"))  # greeted, nothing else
         O = "postern_sessions_open"
         cells = {"imaps relay": ({"listener": "imaps", "stage": "relay"}, 4),
                  "pop3s relay": ({"listener": "pop3s", "stage": "relay"}, 2),
+                 "pop3s gateway": ({"listener": "pop3s", "stage": "gateway"}, 1),
                  "imap prelogin": ({"listener": "imap", "stage": "prelogin"}, 1),
                  "imaps prelogin": ({"listener": "imaps", "stage": "prelogin"}, 0)}
         for key, (labels, n) in cells.items():
@@ -678,7 +684,8 @@ class KickTest(opshelp.AdminTestCase):
     POP3 `-ERR [SYS/TEMP]`. Other users' sessions go on."""
 
     dovecot_kwargs = {"users": ("alice", "bob", "carol", "dave", "erin"),
-                      "extra_messages": {"dave": [KICK_BIG], "erin": [KICK_BIG]}}
+                      "extra_messages": {"dave": [KICK_BIG], "erin": [KICK_BIG],
+                                         "carol": [KICK_BIG]}}
     gateway_users = ("carol",)
 
     @classmethod
@@ -686,6 +693,7 @@ class KickTest(opshelp.AdminTestCase):
         super().setUpClass()
         cls.dave = crlf(cls.bed.dovecot.messages("dave")[-1])
         cls.erin = crlf(cls.bed.dovecot.messages("erin")[-1])
+        cls.carol = crlf(cls.bed.dovecot.messages("carol")[-1])
 
     def kick(self, user, expect):
         r = self.admin.post("/admin/kick", {"user": user})
@@ -730,21 +738,28 @@ class KickTest(opshelp.AdminTestCase):
         """imap-plain: both sides plaintext, the literal goes through splice(2)."""
         self.kick_during_fetch("imap-plain")
 
-    def test_kick_pop3_mid_retr(self):
+    def kick_during_retr(self, user, message):
         c = self.connect("pop3s", rcvbuf=4096)
-        self.assertTrue(c.pop3("USER erin").startswith(b"+OK"))
+        self.assertTrue(c.pop3("USER %s" % user).startswith(b"+OK"))
         self.assertTrue(c.pop3("PASS demo").startswith(b"+OK"))
         n = int(c.pop3("STAT").split()[1])
         c.send("RETR %d\r\n" % n)
         self.assertTrue(c.readline(timeout=20).startswith(b"+OK"))
         c.read_exact(16384, timeout=20)
-        self.kick("erin", 1)
+        self.kick(user, 1)
         body = c.pop3_raw_body(timeout=30)
-        want = dot_stuff(self.erin) + b".\r\n"
+        want = dot_stuff(message) + b".\r\n"
         self.assertEqual(len(body) + 16384, len(want))
         self.assertEqual(hashlib.sha256(body).hexdigest(),
                          hashlib.sha256(want[16384:]).hexdigest())
         self.assertEqual(c.read_to_eof(timeout=10), KICKED_POP3)
+
+    def test_kick_pop3_mid_retr(self):
+        self.kick_during_retr("erin", self.erin)
+
+    def test_kick_gateway_mid_retr(self):
+        """carol's POP3 is served by the gateway (over Dovecot's IMAP)."""
+        self.kick_during_retr("carol", self.carol)
 
     def test_kick_only_that_user(self):
         """carol's IMAPS, POP3S (gateway) and STARTTLS sessions are told at
@@ -1440,6 +1455,43 @@ class TraceTest(opshelp.AdminTestCase):
 
 
 
+
+class TraceCutTest(opshelp.AdminTestCase):
+    """A traced session writes at most 8 MiB each way (SessionTrace::
+    kMaxBytes), then one trace_cut event; the session itself is not cut."""
+
+    dovecot_kwargs = {"users": ("tracy",), "passwords": {"tracy": TRACE_PW},
+                      "extra_messages": {"tracy": [9 * 1024 * 1024]}}
+    postern_overrides = {"log": {"trace_users": ["tracy"]}}
+
+    def test_trace_is_cut_at_8_mib(self):
+        big = crlf(self.bed.dovecot.messages("tracy")[-1])
+        c = self.connect("imaps")
+        port = opshelp.local_port(c)
+        _, tagged = c.imap("a", "LOGIN tracy %s" % TRACE_PW)
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        untagged, _ = c.imap("b", "EXAMINE INBOX")
+        n = int(re.search(rb"\* (\d+) EXISTS", b"".join(untagged)).group(1))
+        untagged, tagged = c.imap("c", "FETCH %d BODY.PEEK[]" % n, timeout=60)
+        self.assertTrue(tagged.startswith(b"c OK"), tagged)
+        self.assertEqual(hashlib.sha256(untagged[0]).hexdigest(), hashlib.sha256(
+            b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(big)) + big + b")\r\n").hexdigest())
+        c.imap("d", "LOGOUT")
+        end = opshelp.wait_events(self.log, "session_end", client="127.0.0.1:%d" % port,
+                                  timeout=20)[0]
+        sid = end["session"]
+        evs = opshelp.events(self.log(), None, session=sid)
+        cuts = [e for e in evs if e["event"] == "trace_cut"]
+        self.assertEqual([(e["dir"], e["bytes"]) for e in cuts], [("server", 8 << 20)])
+        server = sum(len(e["data"].encode("latin-1")) for e in evs
+                     if e["event"] == "trace" and e["dir"] == "server")
+        self.assertEqual(server, 8 << 20)
+        # Nothing of the server side after the cut; the client side goes on.
+        after = evs[evs.index(cuts[0]) + 1:]
+        self.assertEqual([e for e in after if e.get("dir") == "server"], [])
+        self.assertIn("d LOGOUT\r\n", "".join(e["data"] for e in after if e.get("dir") == "client"))
+        self.assertNotIn(TRACE_PW, self.log())
+
 # --- 8. privileges and the open-files limit -------------------------------------------
 
 MAIL_UID = 8  # Debian's `mail` user and group
@@ -1534,39 +1586,42 @@ class PrivilegesTest(unittest.TestCase):
 
     def test_reload_after_the_drop(self):
         """Files a reload reads again must be readable by the user postern
-        dropped to: with root-only ones (the bed's key and token) the start
-        warns, naming each, and POST /admin/reload is refused naming the
-        file; with copies owned by mail a reload works."""
-        p = self.bed.start_postern(self.config({"user": "mail", "group": "mail"}))
-        for f in (self.bed.key, self.token_file):
-            self.assertIn("%s is not readable by uid %d: a reload will fail" % (f, MAIL_UID),
-                          p.log())
-        admin = opshelp.Admin(p.address("admin"), self.token)
-        r = admin.post("/admin/reload")
-        self.assertEqual(r.status, 422, r)
-        self.assertIn(self.token_file, r.json()["error"])
-        self.assert_serves()
-
+        dropped to. With root-only ones the start warns, naming each, and
+        POST /admin/reload is refused naming the first: the bed's key and
+        token; then a mail-owned key with the root-only token; with every
+        file owned by mail, no warning and the reload works."""
         d = os.path.join(self.bed.tmp, "mail-owned")
         os.makedirs(d, exist_ok=True)
-        copies = {}
+        own = {}
         for name, src in (("cert.pem", self.bed.cert), ("key.pem", self.bed.key),
                           ("token", self.token_file)):
-            copies[name] = os.path.join(d, name)
-            with open(src, "rb") as fi, open(copies[name], "wb") as fo:
+            own[name] = os.path.join(d, name)
+            with open(src, "rb") as fi, open(own[name], "wb") as fo:
                 fo.write(fi.read())
-            os.chown(copies[name], MAIL_UID, MAIL_UID)
-            os.chmod(copies[name], 0o600)
-        p = self.bed.start_postern(self.config({
-            "user": "mail", "group": "mail",
-            "tls": {"certificate": copies["cert.pem"], "key": copies["key.pem"]},
-            "admin": {"token_file": copies["token"]}}))
-        self.assertNotIn("a reload will fail", p.log())
-        admin = opshelp.Admin(p.address("admin"), self.token)
-        r = admin.post("/admin/reload")
-        self.assertEqual(r.status, 200, r)
-        self.assert_dropped(p.pid)
-        self.assert_serves()
+            os.chown(own[name], MAIL_UID, MAIL_UID)
+            os.chmod(own[name], 0o600)
+        mail_tls = {"tls": {"certificate": own["cert.pem"], "key": own["key.pem"]}}
+        cases = [
+            ({}, [self.bed.key, self.token_file]),
+            (mail_tls, [self.token_file]),
+            (harness.deep_merge(mail_tls, {"admin": {"token_file": own["token"]}}), []),
+        ]
+        for extra, unreadable in cases:
+            with self.subTest(unreadable=unreadable):
+                p = self.bed.start_postern(self.config(harness.deep_merge(
+                    {"user": "mail", "group": "mail"}, extra)))
+                warned = re.findall(r"(\S+) is not readable by uid %d: a reload will fail"
+                                    % MAIL_UID, p.log())
+                self.assertEqual(warned, unreadable)
+                r = opshelp.Admin(p.address("admin"), self.token).post("/admin/reload")
+                if unreadable:
+                    self.assertEqual(r.status, 422, r)
+                    self.assertRegex(r.json()["error"], r"cannot read '%s': Permission denied"
+                                     % re.escape(unreadable[0]))
+                else:
+                    self.assertEqual(r.status, 200, r)
+                self.assert_dropped(p.pid)
+                self.assert_serves()
 
     def test_privileged_port_then_drop(self):
         port = free_privileged_port()
