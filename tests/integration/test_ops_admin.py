@@ -406,6 +406,7 @@ class MetricsTest(opshelp.AdminTestCase):
         pop3s_login(self.bed, "carol", "nope")
         text = self.admin.metrics()
         self.assertIn("postern_backend_login_seconds_bucket", text)
+        self.assertGreater(metric_sum(text, "postern_buffer_pool_bytes"), 0)
         r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(),
                            capture_output=True, timeout=30)
         self.assertEqual((r.returncode, r.stdout + r.stderr), (0, b""),
