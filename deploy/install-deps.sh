@@ -22,9 +22,10 @@ packages=(
   python3-yaml
   # routing_test starts its own redis-server (own config, dir and loopback port)
   redis-server
-  openssl procps iproute2 ca-certificates
-  # promtool (tests/proxy/metrics_test.cc checks the /metrics text with it)
+  # test_ops_admin runs its own Prometheus (own config and TSDB); promtool
+  # checks the /metrics text (tests/proxy/metrics_test.cc too)
   prometheus
+  openssl procps iproute2 ca-certificates
   # side-by-side benchmarks (bench/compare starts its own nginx and haproxy)
   nginx-light libnginx-mod-mail haproxy
 )
@@ -42,8 +43,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # bench/compare runs haproxy itself (foreground, its own config, loopback
   # ports); the package's system service is not needed, so a haproxy we just
   # installed is not left running. One installed before is left alone.
-  # The same for redis-server: routing_test runs its own on a free port;
-  # and prometheus: only its promtool is used.
+  # The same for redis-server: routing_test runs its own on a free port; and
+  # for prometheus (test_ops_admin runs its own; metrics_test uses promtool).
   for svc in haproxy redis-server prometheus; do
     if [[ " ${missing[*]} " == *" $svc "* ]]; then
       if [ -d /run/systemd/system ]; then

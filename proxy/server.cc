@@ -237,6 +237,11 @@ absl::Status Server::DropPrivileges(const Config& config) {
   for (const DirectoryConfig& d : config.directories) {
     if (d.type == DirectoryConfig::Type::kPasswdFile) files.push_back(d.path);
   }
+  // The loader reads these again on every config reload.
+  if (config.admin.enabled) files.push_back(config.admin.token_file);
+  for (const BackendConfig& b : config.backends) {
+    if (!b.tls_ca_file.empty()) files.push_back(b.tls_ca_file);
+  }
   files.push_back(config_path_);
   for (const std::string& f : files) {
     if (access(f.c_str(), R_OK) != 0) {

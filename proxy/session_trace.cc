@@ -1,5 +1,7 @@
 #include "proxy/session_trace.h"
 
+#include <algorithm>
+
 #include "proxy/event_log.h"
 
 namespace postern {
@@ -78,7 +80,9 @@ void SessionTrace::Write(bool from_client, absl::string_view text) {
           .Emit();
       return;
     }
-    const size_t n = std::min(text.size(), kChunk);
+    // Never past kMaxBytes: the last event before the cut is shortened.
+    const size_t n =
+        static_cast<size_t>(std::min<uint64_t>({text.size(), kChunk, kMaxBytes - written_[d]}));
     LogEvent("trace")
         .Str("session", session_)
         .Safe("user", user_)
