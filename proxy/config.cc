@@ -776,6 +776,7 @@ absl::StatusOr<BackendConfig> Parser::ParseBackend(const YAML::Node& node, const
   if (master != nullptr) {
     POSTERN_CONFIG_ASSIGN_OR_RETURN(b.master_user, Token(*master));
     POSTERN_CONFIG_ASSIGN_OR_RETURN(std::string path, FilePath(*master_file, true));
+    POSTERN_CONFIG_ASSIGN_OR_RETURN(b.master_password_file, FilePath(*master_file, true));
     POSTERN_CONFIG_ASSIGN_OR_RETURN(b.master_password,
                                     OneLineFile(*master_file, "the master password"));
   }

@@ -101,6 +101,7 @@ struct BackendConfig {
   // never needs the user's secret. Empty: the user's own credentials.
   std::string master_user;
   std::string master_password;  // read from the file at load
+  std::string master_password_file;
   // backends[i].tls: none | implicit | starttls (STARTTLS / STLS before the
   // login: credentials never cross in the clear).
   BackendTls tls = BackendTls::kNone;

@@ -59,7 +59,10 @@ class JsonFormatter final : public spdlog::formatter {
                                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                                 tm.tm_sec, static_cast<int>(ms));
     const absl::string_view payload(msg.payload.data(), msg.payload.size());
-    const auto level = spdlog::level::to_string_view(msg.level);
+    // The names log.level uses ("warn", not spdlog's "warning").
+    static constexpr absl::string_view kLevels[] = {"trace", "debug", "info", "warn",
+                                                    "error", "critical", "off"};
+    const absl::string_view level = kLevels[static_cast<size_t>(msg.level) % 7];
     std::string line =
         absl::StrCat("{\"ts\":\"", absl::string_view(ts, n > 0 ? n : 0), "\",\"level\":\"",
                      absl::string_view(level.data(), level.size()), "\",");

@@ -83,7 +83,8 @@ ProxyMetrics::ProxyMetrics(MetricsRegistry& r, size_t workers)
       build_info(Must(r.AddGauge("postern_build_info", "Postern's version.", {"version"}))) {
   build_info.Get(main_shard, {POSTERN_VERSION}).Set(1);
   for (const char* result : {"ok", "refused"}) reloads.Get(main_shard, {result});
-  for (const char* action : {"kick", "drain", "undrain", "cache_clear"}) {
+  for (const char* action :
+       {"kick", "drain", "undrain", "cache_clear", "node_drain", "node_undrain"}) {
     admin_actions.Get(main_shard, {action});
   }
 }

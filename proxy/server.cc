@@ -241,6 +241,7 @@ absl::Status Server::DropPrivileges(const Config& config) {
   if (config.admin.enabled) files.push_back(config.admin.token_file);
   for (const BackendConfig& b : config.backends) {
     if (!b.tls_ca_file.empty()) files.push_back(b.tls_ca_file);
+    if (!b.master_password_file.empty()) files.push_back(b.master_password_file);
   }
   files.push_back(config_path_);
   for (const std::string& f : files) {
@@ -447,6 +448,7 @@ void Server::SetDraining(bool draining) {
   if (draining_ == draining) return;
   draining_ = draining;
   LogEvent("node_drain").Flag("draining", draining).Emit();
+  CountAdminAction(draining ? "node_drain" : "node_undrain");
 }
 
 void Server::Stop() { OnSignal(SIGTERM); }

@@ -888,9 +888,8 @@ class CacheClearTest(opshelp.AdminTestCase):
 # --- 6. the JSON log ---------------------------------------------------------------
 
 _TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-# spdlog's level names ("warning", where log.level says "warn"; event_log.h's
-# example line says "warn" too, tests/proxy/event_log_test.cc "warning").
-LEVELS = {"trace", "debug", "info", "warning", "error", "critical"}
+# log.level's names ("warn", not spdlog's "warning").
+LEVELS = {"trace", "debug", "info", "warn", "error", "critical"}
 
 
 def json_escaped_text(raw):
@@ -1064,7 +1063,7 @@ class JsonLogTest(opshelp.AdminTestCase):
             c.close()
         downs = opshelp.wait_events(lambda: self.since(mark), "backend_down")
         self.assertEqual([(e["backend"], e["failures"], e["level"]) for e in downs],
-                         [("spare", 2, "warning")], downs)
+                         [("spare", 2, "warn")], downs)
         unav = opshelp.wait_events(lambda: self.since(mark), "backend_unavailable", 3)
         self.assertEqual([(e["user"], e["backend"]) for e in unav], [("erin", "spare")] * 3)
         state = {b["name"]: b["up"] for b in self.admin.get("/admin/backends").json()["backends"]}

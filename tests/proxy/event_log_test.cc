@@ -90,7 +90,7 @@ TEST_F(LogEventTest, JsonLinesAreOneObjectEach) {
   EXPECT_EQ(e.find('\n'), e.size() - 1);  // one line
   EXPECT_EQ(e.rfind("{\"ts\":\"", 0), 0u);
   EXPECT_THAT(lines[1],
-              HasSubstr("\"level\":\"warning\",\"msg\":\"plain \\\"message\\\"\\u000a\"}"));
+              HasSubstr("\"level\":\"warn\",\"msg\":\"plain \\\"message\\\"\\u000a\"}"));
 }
 
 TEST_F(LogEventTest, TextLinesKeepTheKeyValueForm) {
