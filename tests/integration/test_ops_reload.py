@@ -52,14 +52,15 @@ from harness import crlf, dot_stuff
 HOST = harness.HOST
 
 
-def imaps_login(test, addr, ctx, user="alice"):
-    """An IMAPS session logged in, INBOX selected; closed at cleanup."""
+def imaps_login(test, addr, ctx, user="alice", select=True):
+    """An IMAPS session logged in (INBOX selected); closed at cleanup."""
     c = rh.conn(addr, ctx)
     test.addCleanup(c.close)
     _, tagged = c.imap("a", "LOGIN %s demo" % user)
     test.assertTrue(tagged.startswith(b"a OK"), tagged)
-    _, tagged = c.imap("s", "SELECT INBOX")
-    test.assertTrue(tagged.startswith(b"s OK"), tagged)
+    if select:
+        _, tagged = c.imap("s", "SELECT INBOX")
+        test.assertTrue(tagged.startswith(b"s OK"), tagged)
     return c
 
 
@@ -148,12 +149,14 @@ class ReloadTest(routehelp.FleetTestCase):
         return listed[0]
 
     def hold_sessions(self):
-        """alice over IMAPS (selected), alice in IDLE, alice over POP3S;
-        all on store a, certificate C1, snapshot 1."""
+        """alice over IMAPS (selected), alice in IDLE, alice over POP3S,
+        and alice just logged in over IMAPS (selects only after the
+        reload); all on store a, certificate C1, snapshot 1."""
         addr = self.p.address("imaps")
         sel = imaps_login(self, addr, self.ctx)
         self.assertEqual(sel.der, rh.der_of(self.c1[0]))
         self.assertEqual(self.store_of(sel), "a")
+        self.fresh = imaps_login(self, addr, self.ctx, select=False)
         idle = imaps_login(self, addr, self.ctx)
         idle.send("i IDLE\r\n")
         self.assertTrue(idle.readline().startswith(b"+ "), "IDLE not accepted")
@@ -163,7 +166,7 @@ class ReloadTest(routehelp.FleetTestCase):
         self.assertTrue(pop.pop3("USER alice").startswith(b"+OK"))
         self.assertTrue(pop.pop3("PASS demo").startswith(b"+OK"))
         held = self.session_of("alice")
-        self.assertEqual(len(held), 3, held)
+        self.assertEqual(len(held), 4, held)
         self.assertEqual({(s["backend"], s["snapshot"]) for s in held}, {("a", 1)}, held)
         return sel, idle, pop, held
 
@@ -182,10 +185,14 @@ class ReloadTest(routehelp.FleetTestCase):
         body = b"\r\n".join(pop.pop3_multiline()) + b"\r\n"
         self.assertEqual(rh.message_id(body),
                          rh.message_id(self.dovecots[store].messages("alice")[0]))
+        _, tagged = self.fresh.imap("s", "SELECT INBOX")
+        self.assertTrue(tagged.startswith(b"s OK"), tagged)
+        self.assertEqual(self.store_of(self.fresh), store)
 
     def end_held_sessions(self, sel, idle, pop, held):
         """Logs the held sessions out; Dovecot a (not b) logs each one's end."""
         sel.imap("z", "LOGOUT")
+        self.fresh.imap("z", "LOGOUT")
         idle.send("DONE\r\n")
         idle.imap_until_tagged("i")
         idle.imap("z", "LOGOUT")
