@@ -344,6 +344,8 @@ class Parser {
 
   std::string source_;
   std::string base_dir_;  // relative paths resolve against it
+  // The line of every key read (Config::lines).
+  mutable absl::flat_hash_map<std::string, int> lines_;
 };
 
 absl::StatusOr<Mapping> Parser::ReadMapping(const YAML::Node& node, const std::string& path,
@@ -385,6 +387,7 @@ absl::StatusOr<Mapping> Parser::ReadMapping(const YAML::Node& node, const std::s
       return Error(line, f.path,
                    absl::StrCat("duplicate key (first at line ", LineOf(first->key_node), ")"));
     }
+    lines_.emplace(f.path, line);
     m.index.emplace(f.key, m.fields.size());
     m.fields.push_back(std::move(f));
   }
@@ -1509,6 +1512,7 @@ absl::StatusOr<std::shared_ptr<const Config>> Parser::Parse(const YAML::Node& ro
                  absl::StrCat("must not be shorter than timeouts.shutdown_grace (",
                               config->timeouts.shutdown_grace.count(), " ms)"));
   }
+  config->lines = std::move(lines_);
   return std::shared_ptr<const Config>(std::move(config));
 }
 

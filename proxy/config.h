@@ -306,6 +306,9 @@ struct Config {
   gid_t gid = 0;                     // of `group`, else of `user`'s primary group
   std::string hostname = "postern";  // greeting name (hostname:)
   std::string source;                // the file it came from
+  // The line of each key in that file, by path ("listeners[0].address"),
+  // for errors found after loading (a reload's CheckReloadable).
+  absl::flat_hash_map<std::string, int> lines;
 };
 
 // Loads and validates; on error the message names the file, the key and the

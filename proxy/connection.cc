@@ -29,6 +29,11 @@ constexpr int kMaxReadsPerEvent = 16;
 void ConnectionHandler::OnReadable(Connection& c) { c.ReadBuffered(); }
 
 thread_local Connection::Closing* Connection::closing_list_ = nullptr;
+thread_local uint64_t Connection::stop_lingering_at_ = 0;
+
+void Connection::StopLingeringAt(uint64_t loop_ms) {
+  if (stop_lingering_at_ == 0 || loop_ms < stop_lingering_at_) stop_lingering_at_ = loop_ms;
+}
 
 void Connection::ShortenLingers(uint32_t ms) {
   for (Closing* c = closing_list_; c != nullptr; c = c->next) {
@@ -469,8 +474,8 @@ void Connection::Close(bool abort) {
   closing_state_->linger.data = this;
   uv_timer_start(
       &closing_state_->linger,
-      [](uv_timer_t* t) { static_cast<Connection*>(t->data)->Abandon(/*reset=*/true); }, linger_ms_,
-      0);
+      [](uv_timer_t* t) { static_cast<Connection*>(t->data)->OnLingerTimeout(); }, linger_ms_, 0);
+  closing_state_->unsent = Unsent();
   if (abort || fd_ < 0 || connecting_ || (ended_ && out_.empty())) {
     Abandon(/*reset=*/abort);
     return;
@@ -482,6 +487,33 @@ void Connection::Close(bool abort) {
   // Keep reading (and discarding) until the peer's EOF or the linger timer.
   ReadStart();
   Flush();
+}
+
+uint64_t Connection::Unsent() const {
+  uint64_t n = out_.size();
+  int queued = 0;
+  if (fd_ >= 0 && ioctl(fd_, SIOCOUTQ, &queued) == 0 && queued > 0) {
+    n += static_cast<uint64_t>(queued);
+  }
+  return n;
+}
+
+void Connection::OnLingerTimeout() {
+  // A peer still reading gets what it is owed (the rest of a literal, then
+  // the BYE): giving up on it would cut the answer that the session ended
+  // after. One that took nothing for a whole period is given up on, and
+  // so is everyone once a stopping process reaches its deadline.
+  const uint64_t unsent = Unsent();
+  const uint64_t now = uv_now(poller_->loop());
+  const bool stopping = stop_lingering_at_ != 0;
+  if (unsent > 0 && unsent < closing_state_->unsent && (!stopping || now < stop_lingering_at_)) {
+    closing_state_->unsent = unsent;
+    uint64_t next = linger_ms_;
+    if (stopping) next = std::min<uint64_t>(next, stop_lingering_at_ - now);
+    uv_timer_start(&closing_state_->linger, closing_state_->linger.timer_cb, next, 0);
+    return;
+  }
+  Abandon(/*reset=*/true);
 }
 
 void Connection::Abandon(bool reset) {

@@ -171,6 +171,10 @@ class Connection final : private Poller::Watcher {
   // closing gives its peer at most `ms` more (lingers started later use
   // set_linger).
   static void ShortenLingers(uint32_t ms);
+  // The process is stopping: from loop time `loop_ms` on, no closing
+  // connection of this loop thread lingers on (see OnLingerTimeout). An
+  // earlier time than one set before wins.
+  static void StopLingeringAt(uint64_t loop_ms);
 
  private:
   Connection(BufferPool& pool, ConnectionHandler* handler);
@@ -193,6 +197,12 @@ class Connection final : private Poller::Watcher {
   // EPOLLIN is only dropped when `settle` (see the .cc).
   void UpdateInterest(bool settle = false);
   void FinishClose();
+  // The linger ran out: another period for a peer that took some of our
+  // bytes since the last look (a slow reader of the literal before a BYE),
+  // until the process must stop; otherwise Abandon(reset).
+  void OnLingerTimeout();
+  // Bytes we still owe the peer: queued here and not yet acknowledged by it.
+  uint64_t Unsent() const;
   // Closing, and nothing more is flushed or read (abort, linger timer
   // expired, write error): FinishClose closes the socket at once.
   // `reset`: we give up on a peer that does not take our bytes (the linger
@@ -204,12 +214,14 @@ class Connection final : private Poller::Watcher {
   // connection from its close callback, after the poller's dispatch.
   struct Closing {
     uv_timer_t linger;
+    uint64_t unsent = 0;  // Unsent() when the linger (re)started
     // The loop thread's closing connections, so a shutdown can cut their
     // lingers short (ShortenLingers).
     Closing* prev = nullptr;
     Closing* next = nullptr;
   };
   static thread_local Closing* closing_list_;
+  static thread_local uint64_t stop_lingering_at_;  // loop time; 0: not stopping
 
   Poller* poller_;
   std::unique_ptr<Closing> closing_state_;

@@ -50,6 +50,16 @@ std::vector<std::string> CertificateFiles(const Config& c) {
   return files;
 }
 
+// What the file watch compares: the stamps of a config's certificate, key
+// and ticket-key files.
+std::vector<std::pair<std::string, int64_t>> WatchedStamps(const Config& c) {
+  std::vector<std::string> files = CertificateFiles(c);
+  if (!c.tls.ticket_key_file.empty()) files.push_back(c.tls.ticket_key_file);
+  std::vector<std::pair<std::string, int64_t>> stamps;
+  for (const std::string& f : files) stamps.emplace_back(f, Stamp(f));
+  return stamps;
+}
+
 }  // namespace
 
 int WorkerCount(int configured) {
@@ -65,9 +75,12 @@ absl::Status CheckSnapshot(const Config& config) {
 
 absl::StatusOr<std::unique_ptr<Server>> Server::Create(std::string config_path,
                                                        std::shared_ptr<const Config> config) {
+  // Stamped before they are read: a change from now on is seen by the watch.
+  std::vector<std::pair<std::string, int64_t>> stamps = WatchedStamps(*config);
   absl::StatusOr<std::shared_ptr<const Snapshot>> snapshot = BuildSnapshot(config, nullptr);
   if (!snapshot.ok()) return snapshot.status();
   std::unique_ptr<Server> s(new Server(std::move(config_path), *std::move(snapshot)));
+  s->watched_ = std::move(stamps);
   absl::Status st = s->RaiseFileLimit(*config);
   if (!st.ok()) return st;
   st = s->Bind();
@@ -280,6 +293,8 @@ struct ReloadWork {
   std::string path;
   std::shared_ptr<const Snapshot> previous;
   absl::StatusOr<std::shared_ptr<const Snapshot>> result = absl::UnknownError("not run");
+  // The watched files' stamps, taken before the snapshot read them.
+  std::vector<std::pair<std::string, int64_t>> stamps;
   std::function<void(ReloadWork*)> after;
 };
 
@@ -329,15 +344,17 @@ void Server::StartReload() {
           }
           config = *std::move(next);
         }
+        w->stamps = WatchedStamps(*config);
         w->result = BuildSnapshot(std::move(config), w->previous.get());
       },
       [](uv_work_t* req, int) {
         std::unique_ptr<ReloadWork> w(static_cast<ReloadWork*>(req->data));
-        w->server->FinishReload(std::move(w->result), w->kind);
+        w->server->FinishReload(std::move(w->result), w->kind, std::move(w->stamps));
       });
 }
 
-void Server::FinishReload(absl::StatusOr<std::shared_ptr<const Snapshot>> next, ReloadKind kind) {
+void Server::FinishReload(absl::StatusOr<std::shared_ptr<const Snapshot>> next, ReloadKind kind,
+                          std::vector<std::pair<std::string, int64_t>> stamps) {
   absl::Status status = next.status();
   const char* what = kind == ReloadKind::kConfig ? "config" : "files";
   if (status.ok() && stopping_) status = absl::UnavailableError("stopping");
@@ -365,7 +382,9 @@ void Server::FinishReload(absl::StatusOr<std::shared_ptr<const Snapshot>> next, 
       Worker* raw = w.get();
       raw->Post([raw, s = current_] { raw->Adopt(s); });
     }
-    watched_.clear();  // stamps taken again by the next watch
+    // The files as they were before this snapshot read them: a change
+    // made since (even while it was built) is seen by the next watch.
+    watched_ = std::move(stamps);
     LogEvent("reload")
         .Str("result", "ok")
         .Str("kind", what)
@@ -429,14 +448,13 @@ void Server::WatchFiles() {
   }
   // Certificates and ticket keys: compared with the stamps of the last
   // look; a change reloads the files (a new snapshot, new contexts).
-  std::vector<std::string> files = CertificateFiles(c);
-  if (!c.tls.ticket_key_file.empty()) files.push_back(c.tls.ticket_key_file);
-  std::vector<std::pair<std::string, int64_t>> now;
-  for (const std::string& f : files) now.emplace_back(f, Stamp(f));
-  const bool first = watched_.empty();
-  const bool changed = !first && now != watched_;
+  std::vector<std::pair<std::string, int64_t>> now = WatchedStamps(c);
+  const bool changed = now != watched_;
+  // A change seen while a reload runs waits for the next look (that
+  // reload's stamps replace ours when it succeeds).
+  if (changed && reload_running_) return;
   watched_ = std::move(now);
-  if (changed && !reload_running_) {
+  if (changed) {
     spdlog::info("certificate or ticket key files changed: reloading them");
     Reload(ReloadKind::kFiles, nullptr);
   }

@@ -80,7 +80,8 @@ class Server {
   uint32_t SessionCap(const Config& config) const;
   absl::Status DropPrivileges(const Config& config);
   void StartReload();
-  void FinishReload(absl::StatusOr<std::shared_ptr<const Snapshot>> next, ReloadKind kind);
+  void FinishReload(absl::StatusOr<std::shared_ptr<const Snapshot>> next, ReloadKind kind,
+                    std::vector<std::pair<std::string, int64_t>> stamps);
   // The file watch: passwd-files re-read in place, ticket keys re-read,
   // certificates reloaded (kFiles), each when its file changed.
   void WatchFiles();
@@ -117,7 +118,8 @@ class Server {
   ReloadKind queued_kind_ = ReloadKind::kFiles;
   std::vector<std::function<void(absl::Status)>> reload_waiters_;  // of the one running
   std::vector<std::function<void(absl::Status)>> queued_waiters_;  // of the next
-  // Modification stamps of the watched certificate and ticket-key files.
+  // Modification stamps of the watched certificate and ticket-key files:
+  // as they were when the current snapshot read them, or at the last look.
   std::vector<std::pair<std::string, int64_t>> watched_;
   std::mutex main_mu_;
   std::vector<std::function<void()>> main_posted_;

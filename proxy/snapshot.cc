@@ -95,29 +95,51 @@ absl::StatusOr<std::shared_ptr<const Snapshot>> BuildSnapshot(std::shared_ptr<co
 }
 
 absl::Status CheckReloadable(const Config& running, const Config& next) {
-  auto refuse = [&](absl::string_view what) {
+  // "postern.yaml:12: listeners[0].address cannot change ...": the line of
+  // the first of `keys` the new file has (none when it has none of them).
+  auto refuse = [&](absl::string_view what, std::initializer_list<absl::string_view> keys) {
+    std::string where = next.source;
+    for (absl::string_view key : keys) {
+      auto it = next.lines.find(key);
+      if (it == next.lines.end()) continue;
+      absl::StrAppend(&where, ":", it->second);
+      break;
+    }
     return absl::FailedPreconditionError(
-        absl::StrCat(next.source, ": ", what, " cannot change on a reload (restart Postern)"));
+        absl::StrCat(where, ": ", what, " cannot change on a reload (restart Postern)"));
   };
-  if (running.workers != next.workers) return refuse("workers");
-  if (running.user != next.user || running.group != next.group) return refuse("user/group");
+  if (running.workers != next.workers) return refuse("workers", {"workers"});
+  if (running.user != next.user || running.group != next.group) {
+    return refuse("user/group", {running.user != next.user ? "user" : "group", "user", "group"});
+  }
   if (running.admin.enabled != next.admin.enabled ||
       running.admin.address.text != next.admin.address.text) {
-    return refuse("admin.address");
+    return refuse("admin.address", {"admin.address", "admin"});
   }
-  if (running.admin.token != next.admin.token) return refuse("admin.token_file's token");
+  if (running.admin.token != next.admin.token) {
+    return refuse("admin.token_file's token", {"admin.token_file", "admin"});
+  }
   if (running.listeners.size() != next.listeners.size()) {
     return refuse(absl::StrCat("the number of listeners (", running.listeners.size(), " -> ",
-                               next.listeners.size(), ")"));
+                               next.listeners.size(), ")"),
+                  {"listeners"});
   }
   for (size_t i = 0; i < next.listeners.size(); ++i) {
     const ListenerConfig& a = running.listeners[i];
     const ListenerConfig& b = next.listeners[i];
     const std::string key = absl::StrCat("listeners[", i, "]");
-    if (a.name != b.name) return refuse(absl::StrCat(key, ".name"));
-    if (a.address.text != b.address.text) return refuse(absl::StrCat(key, ".address"));
-    if (a.protocol != b.protocol) return refuse(absl::StrCat(key, ".protocol"));
-    if (a.backlog != b.backlog) return refuse(absl::StrCat(key, ".backlog"));
+    const std::string address = absl::StrCat(key, ".address");
+    // The address first: a default name ("imap-993") follows it.
+    for (auto [differs, field] :
+         {std::pair<bool, const char*>{a.address.text != b.address.text, ".address"},
+          {a.name != b.name, ".name"},
+          {a.protocol != b.protocol, ".protocol"},
+          {a.backlog != b.backlog, ".backlog"}}) {
+      if (!differs) continue;
+      const std::string path = absl::StrCat(key, field);
+      // A key left out (a default name or backlog): the listener's address.
+      return refuse(path, {path, address, "listeners"});
+    }
   }
   return absl::OkStatus();
 }

@@ -330,6 +330,9 @@ void Worker::OnAsync() {
 }
 
 void Worker::BeginShutdown(std::chrono::milliseconds grace, std::chrono::milliseconds deadline) {
+  // Closed connections whose peers still read what they are owed may take
+  // until the deadline, no longer (Connection::OnLingerTimeout).
+  Connection::StopLingeringAt(uv_now(&loop_) + static_cast<uint64_t>(deadline.count()));
   if (!shutting_down_) {
     shutting_down_ = true;
     listeners_.clear();  // stop accepting

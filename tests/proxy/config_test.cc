@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "proxy/snapshot.h"
 
 namespace postern {
 namespace {
@@ -468,7 +469,8 @@ limits:
 )",
      "postern.yaml:4: limits.max_lines: unknown key (expected one of: max_line, "
      "max_prelogin_literal, error_budget, relay_high_watermark, relay_low_watermark, "
-     "max_auth_attempts, max_pending_replies, max_connections_per_ip, max_prelogin_sessions, max_sessions)"},
+     "max_auth_attempts, max_pending_replies, max_connections_per_ip, max_prelogin_sessions, "
+     "max_sessions)"},
     {"DuplicateKey", R"(
 listeners: [{protocol: imap, address: "127.0.0.1:143", tls: none}]
 backends: [{name: b, address: 127.0.0.1}]
@@ -1259,6 +1261,63 @@ log:
   // The mutations are small: some must still load, most must not.
   EXPECT_GT(ok, 0);
   EXPECT_LT(ok, 400);
+}
+
+TEST_F(ConfigTest, KeysKeepTheirLines) {
+  auto parsed = Parse(Yaml(R"(
+workers: 1
+listeners:
+  - name: imap
+    protocol: imap
+    address: 127.0.0.1:143
+    tls: none
+backends:
+  - name: store1
+    address: 127.0.0.1
+)"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const Config& c = **parsed;
+  EXPECT_EQ(c.lines.at("workers"), 1);
+  EXPECT_EQ(c.lines.at("listeners"), 2);
+  EXPECT_EQ(c.lines.at("listeners[0].address"), 5);
+  EXPECT_EQ(c.lines.at("backends[0].address"), 9);
+  EXPECT_FALSE(c.lines.contains("hostname"));
+}
+
+TEST_F(ConfigTest, ReloadRefusalsNameFileLineAndKey) {
+  const std::string base = Yaml(R"(
+workers: 1
+listeners:
+  - name: imap
+    protocol: imap
+    address: 127.0.0.1:143
+    tls: none
+  - {protocol: pop3, address: "127.0.0.1:110", tls: none}
+backends:
+  - name: store1
+    address: 127.0.0.1
+)");
+  auto running = Parse(base);
+  ASSERT_TRUE(running.ok()) << running.status();
+  const struct {
+    std::string from, to, want;
+  } cases[] = {
+      {"127.0.0.1:143", "127.0.0.1:144", "postern.yaml:5: listeners[0].address cannot change"},
+      {"workers: 1", "workers: 2", "postern.yaml:1: workers cannot change"},
+      {"name: imap\n", "name: imap4\n", "postern.yaml:3: listeners[0].name cannot change"},
+      // A default name changes with the port: the line of the address.
+      {"127.0.0.1:110", "127.0.0.1:111", "postern.yaml:7: listeners[1].address cannot change"},
+  };
+  for (const auto& c : cases) {
+    const std::string next_yaml = absl::StrReplaceAll(base, {{c.from, c.to}});
+    auto next = Parse(next_yaml);
+    ASSERT_TRUE(next.ok()) << next.status();
+    absl::Status st = CheckReloadable(**running, **next);
+    EXPECT_THAT(std::string(st.message()), StartsWith(c.want)) << c.to;
+  }
+  auto same = Parse(base);
+  ASSERT_TRUE(same.ok());
+  EXPECT_TRUE(CheckReloadable(**running, **same).ok());
 }
 
 TEST_F(ConfigTest, DeepNestingIsAnErrorNotACrash) {

@@ -164,6 +164,46 @@ TEST_F(ConnectionTest, CloseWithUnreadInputStillDeliversLastLine) {
   EXPECT_EQ("-ERR bye\r\n", client_side_.received);
 }
 
+// What a closed connection still owes a peer that keeps reading is
+// delivered, however long it takes: the linger starts over after each
+// period in which the peer took some of it (a slow reader of the literal
+// before a BYE). Without that, the kernel reset it at the first linger.
+TEST_F(ConnectionTest, LingerWaitsForAPeerThatKeepsReading) {
+  const std::string data(4 * 1024 * 1024, 'l');
+  client_->StopReading();
+  accepted_->Write(data);
+  accepted_->Write("* BYE last words\r\n");
+  accepted_->set_linger(100);
+  accepted_.reset();
+  // Bursts of 512 KiB, 60 ms apart: never a whole linger without progress,
+  // and well over one linger in all.
+  while (!client_side_.ended) {
+    client_side_.pause_after = client_side_.received.size() + 512 * 1024;
+    client_->StartReading();
+    RunUntil([&] { return !client_->reading() || client_side_.ended; });
+    usleep(60 * 1000);
+  }
+  EXPECT_EQ(data.size() + 18, client_side_.received.size());
+  EXPECT_EQ("peer closed", client_side_.reason);
+  EXPECT_TRUE(client_side_.received.ends_with("* BYE last words\r\n"));
+}
+
+// A peer that took nothing for a whole linger is given up on: reset.
+TEST_F(ConnectionTest, LingerResetsAPeerThatStopsReading) {
+  client_->StopReading();
+  accepted_->Write(std::string(4 * 1024 * 1024, 's'));
+  accepted_->set_linger(100);
+  accepted_.reset();
+  for (int i = 0; i < 6; ++i) {
+    usleep(50 * 1000);
+    uv_run(&loop_, UV_RUN_NOWAIT);
+  }
+  client_->StartReading();
+  RunUntil([&] { return client_side_.ended; });
+  EXPECT_LT(client_side_.received.size(), 4u * 1024 * 1024);
+  EXPECT_NE("peer closed", client_side_.reason);
+}
+
 TEST_F(ConnectionTest, ConnectRefusedIsReported) {
   Recorder r;
   // A port nobody listens on: bind and close a socket to find one.
