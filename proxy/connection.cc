@@ -476,6 +476,7 @@ void Connection::Close(bool abort) {
       &closing_state_->linger,
       [](uv_timer_t* t) { static_cast<Connection*>(t->data)->OnLingerTimeout(); }, linger_ms_, 0);
   closing_state_->unsent = Unsent();
+  closing_state_->started = uv_now(poller_->loop());
   if (abort || fd_ < 0 || connecting_ || (ended_ && out_.empty())) {
     Abandon(/*reset=*/abort);
     return;
@@ -503,10 +504,23 @@ void Connection::OnLingerTimeout() {
   // the BYE): giving up on it would cut the answer that the session ended
   // after. One that took nothing for a whole period is given up on, and
   // so is everyone once a stopping process reaches its deadline.
+  //
+  // What a closed connection may make us hold is bounded for a peer that
+  // reads a byte now and then: it must take at least kMinLingerProgress
+  // bytes per period (or all that is left), and outside a shutdown the
+  // whole linger lasts at most kMaxLingerMs (the session, and its per-IP
+  // count, are gone already).
+  constexpr uint64_t kMinLingerProgress = 4096;
+  constexpr uint64_t kMaxLingerMs = 120'000;
   const uint64_t unsent = Unsent();
   const uint64_t now = uv_now(poller_->loop());
   const bool stopping = stop_lingering_at_ != 0;
-  if (unsent > 0 && unsent < closing_state_->unsent && (!stopping || now < stop_lingering_at_)) {
+  const uint64_t before = closing_state_->unsent;
+  const bool progress =
+      unsent > 0 && unsent < before && (before - unsent >= kMinLingerProgress || unsent < 4096);
+  const bool in_time =
+      stopping ? now < stop_lingering_at_ : now - closing_state_->started < kMaxLingerMs;
+  if (progress && in_time) {
     closing_state_->unsent = unsent;
     uint64_t next = linger_ms_;
     if (stopping) next = std::min<uint64_t>(next, stop_lingering_at_ - now);
