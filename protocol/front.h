@@ -149,9 +149,7 @@ class Front {
   // Dovecot's forwarding fields, lower case, as IMAP ID names them
   // (x-originating-ip, x-originating-port, x-proxy-ttl; POP3's XCLIENT
   // ADDR, PORT and TTL are given these names too).
-  const std::vector<std::pair<std::string, std::string>>& trusted_id() const {
-    return trusted_id_;
-  }
+  const std::vector<std::pair<std::string, std::string>>& trusted_id() const { return trusted_id_; }
   bool ended() const { return ended_; }
   // Commands pipelined behind the login stay in the buffer: after a
   // success they belong to the backend (RFC 5161 section 3.1 allows ENABLE

@@ -2,8 +2,8 @@
 
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace postern {
@@ -29,8 +29,8 @@ void Pop3Front::Start() {
   // No APOP timestamp: APOP is not offered (RFC 1939 section 7). A proxy
   // in front that we trust is told it may say who its client is (Dovecot's
   // "[XCLIENT]" greeting code, DIGEST d.2).
-  host_.Send(absl::StrCat("+OK ", options_.trusted ? "[XCLIENT] " : "", options_.hostname,
-                          " ready.\r\n"));
+  host_.Send(
+      absl::StrCat("+OK ", options_.trusted ? "[XCLIENT] " : "", options_.hostname, " ready.\r\n"));
 }
 
 void Pop3Front::TlsStarted() {

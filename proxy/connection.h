@@ -214,8 +214,8 @@ class Connection final : private Poller::Watcher {
   // connection from its close callback, after the poller's dispatch.
   struct Closing {
     uv_timer_t linger;
-    uint64_t unsent = 0;    // Unsent() when the linger (re)started
-    uint64_t started = 0;   // loop time the close began
+    uint64_t unsent = 0;   // Unsent() when the linger (re)started
+    uint64_t started = 0;  // loop time the close began
     // The loop thread's closing connections, so a shutdown can cut their
     // lingers short (ShortenLingers).
     Closing* prev = nullptr;

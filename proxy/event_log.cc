@@ -60,7 +60,7 @@ class JsonFormatter final : public spdlog::formatter {
                                 tm.tm_sec, static_cast<int>(ms));
     const absl::string_view payload(msg.payload.data(), msg.payload.size());
     // The names log.level uses ("warn", not spdlog's "warning").
-    static constexpr absl::string_view kLevels[] = {"trace", "debug", "info", "warn",
+    static constexpr absl::string_view kLevels[] = {"trace", "debug",    "info", "warn",
                                                     "error", "critical", "off"};
     const absl::string_view level = kLevels[static_cast<size_t>(msg.level) % 7];
     std::string line =

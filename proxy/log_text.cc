@@ -38,8 +38,7 @@ std::string LogSafe(absl::string_view text, size_t max) { return Escape(text, ma
 
 std::string LogQuoted(absl::string_view text, size_t max) { return Escape(text, max, true); }
 
-void LogOnce(const std::string& key, const std::string& message,
-             spdlog::level::level_enum level) {
+void LogOnce(const std::string& key, const std::string& message, spdlog::level::level_enum level) {
   static std::mutex mu;
   static absl::flat_hash_set<std::string>* seen = new absl::flat_hash_set<std::string>();
   {

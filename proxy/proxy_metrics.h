@@ -26,7 +26,7 @@
 //   postern_abuse_total{action}                             delayed|blocked
 //   postern_config_reloads_total{result}                    ok|refused
 //   postern_config_snapshot                                 gauge: the serial in use
-//   postern_admin_actions_total{action}                     kick|drain|undrain|cache_clear|node_drain|node_undrain
+//   postern_admin_actions_total{action} kick|drain|undrain|cache_clear|node_drain|node_undrain
 //   postern_build_info{version}                             1
 
 #include <array>

@@ -176,8 +176,8 @@ const PasswdEntry* PasswdFileDirectory::Decoy(const PasswdFile& file) {
       return 6e12 + number_after(lower, "m=") * std::max(1.0, number_after(lower, "t="));
     }
     constexpr std::pair<absl::string_view, double> kRanks[] = {
-        {"{blf-crypt}", 5e12},    {"$2", 5e12}, {"{sha512-crypt}", 4e12}, {"$6$", 4e12},
-        {"{sha256-crypt}", 3e12}, {"$5$", 3e12}, {"{md5-crypt}", 2e12},   {"$1$", 2e12}};
+        {"{blf-crypt}", 5e12},    {"$2", 5e12},  {"{sha512-crypt}", 4e12}, {"$6$", 4e12},
+        {"{sha256-crypt}", 3e12}, {"$5$", 3e12}, {"{md5-crypt}", 2e12},    {"$1$", 2e12}};
     for (const auto& [prefix, rank] : kRanks) {
       if (absl::StartsWith(lower, prefix)) return rank + number_after(lower, "rounds=");
     }

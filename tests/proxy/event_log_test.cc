@@ -89,8 +89,7 @@ TEST_F(LogEventTest, JsonLinesAreOneObjectEach) {
   EXPECT_THAT(e, HasSubstr("\"in\":42,\"tls\":true}"));
   EXPECT_EQ(e.find('\n'), e.size() - 1);  // one line
   EXPECT_EQ(e.rfind("{\"ts\":\"", 0), 0u);
-  EXPECT_THAT(lines[1],
-              HasSubstr("\"level\":\"warn\",\"msg\":\"plain \\\"message\\\"\\u000a\"}"));
+  EXPECT_THAT(lines[1], HasSubstr("\"level\":\"warn\",\"msg\":\"plain \\\"message\\\"\\u000a\"}"));
 }
 
 TEST_F(LogEventTest, TextLinesKeepTheKeyValueForm) {
