@@ -27,7 +27,12 @@ constexpr uint64_t kMinSplicedLiteral = 64 * 1024;
 
 Relay::Relay(Worker& worker, Protocol protocol, Connection& client, Connection& backend,
              StageHost& host)
-    : worker_(worker), protocol_(protocol), client_(client), backend_(backend), host_(host) {}
+    : worker_(worker),
+      protocol_(protocol),
+      client_(client),
+      backend_(backend),
+      host_(host),
+      pop3_(protocol == Protocol::kPop3 ? std::make_unique<Pop3ResponseTracker>() : nullptr) {}
 
 void Relay::Start() {
   client_.set_handler(this);
@@ -63,9 +68,9 @@ void Relay::Track(Connection& from, const Buffer& bytes) {
   if (protocol_ == Protocol::kImap) {
     if (&from == &backend_) bytes.ForEachSlice([this](absl::string_view s) { imap_.Feed(s); });
   } else if (&from == &backend_) {
-    bytes.ForEachSlice([this](absl::string_view s) { pop3_.ServerBytes(s); });
+    bytes.ForEachSlice([this](absl::string_view s) { pop3_->ServerBytes(s); });
   } else {
-    bytes.ForEachSlice([this](absl::string_view s) { pop3_.ClientBytes(s); });
+    bytes.ForEachSlice([this](absl::string_view s) { pop3_->ClientBytes(s); });
   }
 }
 
@@ -94,7 +99,7 @@ bool Relay::DrainFrom(Buffer& bytes) {
   bytes.ForEachSlice([&](absl::string_view s) {
     if (found) return;
     const size_t used = protocol_ == Protocol::kImap ? imap_.FeedUntilBoundary(s)
-                                                     : pop3_.ServerBytes(s, /*stop=*/true);
+                                                     : pop3_->ServerBytes(s, /*stop=*/true);
     take += used;
     found = AtBoundary();
   });

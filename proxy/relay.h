@@ -74,7 +74,7 @@ class Relay final : public Stage, public ConnectionHandler {
   // The trackers take what one side sent before it is passed on.
   void Track(Connection& from, const Buffer& bytes);
   bool AtBoundary() const {
-    return protocol_ == Protocol::kImap ? imap_.at_boundary() : pop3_.at_boundary();
+    return protocol_ == Protocol::kImap ? imap_.at_boundary() : pop3_->at_boundary();
   }
   // Draining: passes on the server's bytes up to the next response boundary,
   // then the notice, and ends. True when it ended.
@@ -89,7 +89,9 @@ class Relay final : public Stage, public ConnectionHandler {
   std::unique_ptr<Splice> splice_;
   SessionTrace* trace_ = nullptr;
   ImapResponseTracker imap_;  // backend -> client, IMAP
-  Pop3ResponseTracker pop3_;  // both directions, POP3
+  // Both directions, POP3 sessions only: its ring of owed answers is 512
+  // bytes, which an IMAP session (most of those held idle) should not carry.
+  std::unique_ptr<Pop3ResponseTracker> pop3_;
   absl::string_view notice_;  // while draining: a static notice owed to the client
   const char* drain_reason_ = "";
   bool spliced_ = false;  // for Describe(): the pair was spliced
