@@ -9,7 +9,14 @@
 // consumes something; after kFatal only kFatal; at most error_budget kErrors;
 // commands respect max_args, kMaxListDepth and max_literal; error tags are
 // "*" or a valid tag.
+//
+// Round trips through the writers of protocol/imap_string.h: every command
+// written back out (strings with ImapAstring, as the proxy writes to a
+// backend) parses to the same command; and a LOGIN built from any two
+// strings with ImapAstring parses to exactly those two strings (no user
+// string can end the proxy's command early).
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -19,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "protocol/imap_chars.h"
 #include "protocol/imap_command_parser.h"
+#include "protocol/imap_string.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace postern::fuzz {
@@ -56,21 +64,109 @@ void Count(const std::vector<ImapArg>& args, size_t depth, Counts* c) {
   }
 }
 
-std::string RenderArg(const ImapArg& a) {
+// `exact`: quoted and literal strings are told apart.
+std::string RenderArg(const ImapArg& a, bool exact = true) {
   switch (a.type) {
     case ImapArg::Type::kAtom:
       return "A:" + a.value;
     case ImapArg::Type::kString:
-      return (a.literal ? "L:" : "S:") + a.value;
+      return (a.literal && exact ? "L:" : "S:") + a.value;
     case ImapArg::Type::kNil:
       return "NIL:" + a.value;
     case ImapArg::Type::kList: {
       std::string s = "(";
-      for (const ImapArg& e : a.list) absl::StrAppend(&s, RenderArg(e), " ");
+      for (const ImapArg& e : a.list) absl::StrAppend(&s, RenderArg(e, exact), " ");
       return s + ")";
     }
   }
   return "?";
+}
+
+std::string RenderCommand(const ImapCommand& cmd, bool exact = true) {
+  std::string s = absl::StrCat("CMD ", cmd.tag, " ", cmd.name);
+  for (const ImapArg& a : cmd.args) absl::StrAppend(&s, " ", RenderArg(a, exact));
+  return s;
+}
+
+// Limits no round trip reaches.
+ImapParserLimits Unlimited() {
+  ImapParserLimits limits;
+  limits.max_line = size_t{1} << 30;
+  limits.max_literal = size_t{1} << 30;
+  limits.max_args = size_t{1} << 30;
+  limits.error_budget = 0;
+  return limits;
+}
+
+// Parses `text`, which must hold exactly one command (and the continuation
+// requests of its synchronizing literals), and returns it.
+ImapCommand ParseOne(absl::string_view text) {
+  ImapCommandParser p(Unlimited());
+  ImapCommand out;
+  bool seen = false;
+  while (!text.empty()) {
+    size_t used = 0;
+    const Event e = p.Feed(text, &used);
+    text.remove_prefix(used);
+    if (e == Event::kNeedMore || e == Event::kContinue) continue;
+    POSTERN_FUZZ_CHECK(e == Event::kCommand);
+    POSTERN_FUZZ_CHECK(!seen);
+    seen = true;
+    out = p.command();
+  }
+  POSTERN_FUZZ_CHECK(seen);
+  POSTERN_FUZZ_CHECK(p.at_command_start());
+  return out;
+}
+
+void WriteArg(const ImapArg& a, bool literal_plus, std::string* out) {
+  switch (a.type) {
+    case ImapArg::Type::kAtom:
+    case ImapArg::Type::kNil:
+      out->append(a.value);
+      return;
+    case ImapArg::Type::kString:
+      out->append(ImapAstring(a.value, literal_plus));
+      return;
+    case ImapArg::Type::kList:
+      out->push_back('(');
+      for (size_t i = 0; i < a.list.size(); ++i) {
+        if (i > 0) out->push_back(' ');
+        WriteArg(a.list[i], literal_plus, out);
+      }
+      out->push_back(')');
+      return;
+  }
+}
+
+void CheckRoundTrip(const ImapCommand& cmd) {
+  for (const bool literal_plus : {false, true}) {
+    std::string text = absl::StrCat(cmd.tag, " ", cmd.name);
+    for (const ImapArg& a : cmd.args) {
+      text.push_back(' ');
+      WriteArg(a, literal_plus, &text);
+    }
+    text.append("\r\n");
+    POSTERN_FUZZ_CHECK(RenderCommand(ParseOne(text), false) == RenderCommand(cmd, false));
+  }
+}
+
+// LOGIN with two strings taken from the input (NUL cannot be sent at all).
+void CheckAstrings(absl::string_view data) {
+  std::string user(data.substr(0, data.size() / 2));
+  std::string password(data.substr(data.size() / 2));
+  for (std::string* s : {&user, &password})
+    s->erase(std::remove(s->begin(), s->end(), '\0'), s->end());
+  for (const bool literal_plus : {false, true}) {
+    const ImapCommand cmd = ParseOne(absl::StrCat("a1 LOGIN ", ImapAstring(user, literal_plus), " ",
+                                                  ImapAstring(password, literal_plus), "\r\n"));
+    POSTERN_FUZZ_CHECK(cmd.tag == "a1" && cmd.name == "LOGIN");
+    POSTERN_FUZZ_CHECK(cmd.args.size() == 2);
+    POSTERN_FUZZ_CHECK(cmd.args[0].type == ImapArg::Type::kString && cmd.args[0].value == user);
+    POSTERN_FUZZ_CHECK(cmd.args[1].type == ImapArg::Type::kString && cmd.args[1].value == password);
+    POSTERN_FUZZ_CHECK(cmd.args[0].IsAstring() && cmd.args[1].IsAstring());
+    POSTERN_FUZZ_CHECK(cmd.args[0].literal == NeedsLiteral(user));
+  }
 }
 
 bool IsTag(absl::string_view tag) {
@@ -94,9 +190,7 @@ std::string CheckAndRender(Event e, const ImapCommandParser& p, const ImapParser
       POSTERN_FUZZ_CHECK(counts.depth <= ImapCommandParser::kMaxListDepth);
       POSTERN_FUZZ_CHECK(counts.literal_bytes <= limits.max_literal);
       POSTERN_FUZZ_CHECK(p.at_command_start());
-      std::string s = absl::StrCat("CMD ", cmd.tag, " ", cmd.name);
-      for (const ImapArg& a : cmd.args) absl::StrAppend(&s, " ", RenderArg(a));
-      return s;
+      return RenderCommand(cmd);
     }
     case Event::kContinue:
       return "CONT";
@@ -114,8 +208,10 @@ std::string CheckAndRender(Event e, const ImapCommandParser& p, const ImapParser
   CheckFailed(__FILE__, __LINE__, "unexpected event");
 }
 
+// `round_trip`: also write each command back out and parse it again.
 std::vector<std::string> FeedAll(const ImapParserLimits& limits,
-                                 const std::vector<absl::string_view>& pieces) {
+                                 const std::vector<absl::string_view>& pieces,
+                                 bool round_trip = false) {
   ImapCommandParser p(limits);
   std::vector<std::string> events;
   size_t errors = 0;
@@ -137,6 +233,7 @@ std::vector<std::string> FeedAll(const ImapParserLimits& limits,
       } else {
         POSTERN_FUZZ_CHECK(used > 0);
         events.push_back(CheckAndRender(e, p, limits));
+        if (e == Event::kCommand && round_trip) CheckRoundTrip(p.command());
       }
       if (e == Event::kError) POSTERN_FUZZ_CHECK(++errors <= limits.error_budget);
       piece.remove_prefix(used);
@@ -176,9 +273,10 @@ void Run(const uint8_t* bytes, size_t size) {
   const size_t max_piece = 1 + in.Byte();
   const absl::string_view data = in.Rest();
 
-  const std::vector<std::string> whole = FeedAll(limits, {data});
+  const std::vector<std::string> whole = FeedAll(limits, {data}, /*round_trip=*/true);
   POSTERN_FUZZ_CHECK(FeedAll(limits, ByteCuts(data)) == whole);
   POSTERN_FUZZ_CHECK(FeedAll(limits, RandomCuts(data, rng, max_piece)) == whole);
+  CheckAstrings(data);
 }
 
 }  // namespace
