@@ -12,6 +12,8 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 packages=(
   # toolchain
   build-essential cmake ninja-build pkg-config dpkg-dev clang-format
+  # libFuzzer targets (tests/fuzz/run.sh): clang with its fuzzer and sanitizer runtimes
+  clang-14 libclang-rt-14-dev llvm-14
   # libraries (the chosen stack: README.md, "Dependencies")
   libuv1-dev libjemalloc-dev libabsl-dev libgtest-dev libgmock-dev
   libbenchmark-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libhiredis-dev

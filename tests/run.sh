@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is needed, builds a Release and an
-# ASan+UBSan build (warnings are errors in both), checks formatting, and runs
-# every unit and integration test against both builds. Ends with ctest's
-# summary; exits non-zero when anything failed.
+# ASan+UBSan build (warnings are errors in both), checks formatting, runs
+# every unit and integration test against both builds (the fuzz corpora are
+# replayed as ctest tests too), then runs each libFuzzer target briefly
+# (tests/fuzz/run.sh, clang). Exits non-zero when anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -27,7 +28,10 @@ echo "== Release build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOSTERN_WERROR=ON >/dev/null
 cmake --build build -j"$jobs"
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:halt_on_error=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:halt_on_error=1}
+# LeakSanitizer always: a leak fails the unit tests (LSan's exit code) and the
+# integration tests (tests/integration/harness.py reads postern's log).
+export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1"
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 echo "== tests against the ASan+UBSan build"
@@ -37,5 +41,8 @@ echo "== tests against the ASan+UBSan build"
 # about a minute of well-behaved and hostile load; bench/CMakeLists.txt).
 echo "== tests against the Release build"
 (cd build && ctest --output-on-failure -j"$jobs" --timeout 600) || status=1
+
+echo "== fuzzing (tests/fuzz/run.sh, ${POSTERN_FUZZ_SECONDS:-10} s per target)"
+tests/fuzz/run.sh "${POSTERN_FUZZ_SECONDS:-10}" || status=1
 
 exit $status

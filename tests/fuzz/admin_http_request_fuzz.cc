@@ -16,13 +16,7 @@
 //  - an error status is one the server sends (400 413 414 417 431 501 505);
 //  - AppendJsonString gives valid UTF-8 with no raw control byte, quoted.
 //
-// By hand (the parser's translation unit has no I/O):
-//
-//   clang++-14 -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -I. \
-//     tests/fuzz/admin_http_request_fuzz.cc proxy/admin_http_request.cc proxy/utf8.cc \
-//     $(pkg-config --libs absl_strings) -lhttp_parser -o admin_http_request_fuzz
-//   ./admin_http_request_fuzz -dict=tests/fuzz/admin_http_request.dict \
-//     -max_total_time=300 tests/fuzz/corpus/admin_http_request
+// Run it with tests/fuzz/run.sh 300 admin_http_request (tests/README.md).
 
 #include <cstddef>
 #include <cstdint>

@@ -19,12 +19,7 @@
 // documented limit or gives a header that parses back, whole and one byte
 // at a time, to exactly those fields, consuming exactly its bytes.
 //
-// Self-contained (its own check macro), so it also builds by hand, from the
-// top of the tree:
-//   clang++-14 -std=c++20 -g -O1 -fsanitize=fuzzer,address -I. -o proxy_header_fuzz
-//     tests/fuzz/proxy_header_fuzz.cc protocol/proxy_header.cc protocol/crc32c.cc
-//     protocol/buffer.cc $(pkg-config --libs absl_statusor absl_str_format)
-//   ./proxy_header_fuzz -dict=tests/fuzz/proxy_header.dict tests/fuzz/corpus/proxy_header
+// Run it with tests/fuzz/run.sh 300 proxy_header (tests/README.md).
 // Seeds (corpus/proxy_header/): "\x00\x00" + a header and some client bytes
 // for the parser (the HAProxy captures of tests/protocol/proxy_header_test.cc,
 // PP 2.1's examples, a few malformed ones), "\x01" + writer choices.

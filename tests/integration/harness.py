@@ -46,6 +46,10 @@ def _sigterm_to_exit(signum, frame):
 signal.signal(signal.SIGTERM, _sigterm_to_exit)
 
 
+# The first line of an ASan / LeakSanitizer / UBSan report.
+_SANITIZER_RE = re.compile(r"==\d+==ERROR: (Address|Leak)Sanitizer|: runtime error: ")
+
+
 def postern_binary():
     b = os.environ.get("POSTERN_BIN")
     if b:
@@ -176,17 +180,35 @@ class Bed:
             parts.append("--- dovecot log (tail) ---\n" + self.dovecot.log()[-3000:])
         return "\n".join(parts)
 
+    def sanitizer_reports(self):
+        """What ASan, LeakSanitizer or UBSan wrote into the logs of every
+        postern this bed ran (they report when the process exits), or ""."""
+        found = []
+        for log in sorted(glob.glob(os.path.join(self.tmp, "postern*", "postern.log"))):
+            with open(log, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+            m = _SANITIZER_RE.search(text)
+            if m:
+                found.append("%s:\n%s" % (log, text[m.start():m.start() + 4000]))
+        return "\n".join(found)
+
     def close(self):
+        reports = ""
         try:
             if self.postern is not None:
                 self.postern.stop()
+            reports = self.sanitizer_reports()
         finally:
             if self.dovecot is not None:
                 self.dovecot.stop()
-            if KEEP:
+            if KEEP or reports:
                 print("kept %s" % self.tmp, file=sys.stderr)
             else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+        # A leak or a sanitizer error in postern fails the test class (in the
+        # ASan+UBSan build; a Release binary never writes these).
+        if reports:
+            raise AssertionError("sanitizer report from postern:\n" + reports)
 
 
 def start_fetch_last(test, c, user):
