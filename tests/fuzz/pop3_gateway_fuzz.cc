@@ -73,6 +73,7 @@ class Host : public postern::Pop3GatewayHost {
         "UID EXPUNGE #",
         "UID SEARCH DELETED",
         "EXPUNGE",
+        "NOOP",  // the sync before UID SEARCH DELETED without UIDPLUS
         "LOGOUT",
     };
     for (const char* s : kShapes) {
@@ -102,7 +103,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Host host;
   postern::Pop3GatewayOptions options;
   options.listing_chunk = 64;
-  options.max_reply_backlog = 32;
+  // Bit 2 of the first byte: a tiny backlog bound (the pause and resume
+  // paths on every answer) or a roomy one (whole sessions up to QUIT).
+  options.max_reply_backlog = (size > 0 && (data[0] & 4)) ? 32 : 4096;
   options.top_chunk = 8;
   options.max_messages = 1000;
   options.imap_limits.max_line = 4096;
