@@ -43,10 +43,10 @@ class ImapResponseTracker {
   // response.
   void EndLine();
 
-  State state_ = State::kLineStart;
   uint64_t literal_left_ = 0;
   // The last bytes of the current line: enough for "{" 20 digits "}" CR.
   char tail_[24];
+  State state_ = State::kLineStart;
   uint8_t tail_len_ = 0;
 };
 

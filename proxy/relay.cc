@@ -28,11 +28,11 @@ constexpr uint64_t kMinSplicedLiteral = 64 * 1024;
 Relay::Relay(Worker& worker, Protocol protocol, Connection& client, Connection& backend,
              StageHost& host)
     : worker_(worker),
-      protocol_(protocol),
       client_(client),
       backend_(backend),
       host_(host),
-      pop3_(protocol == Protocol::kPop3 ? std::make_unique<Pop3ResponseTracker>() : nullptr) {}
+      pop3_(protocol == Protocol::kPop3 ? std::make_unique<Pop3ResponseTracker>() : nullptr),
+      protocol_(protocol) {}
 
 void Relay::Start() {
   client_.set_handler(this);
@@ -123,8 +123,8 @@ bool Relay::DrainFrom(Buffer& bytes) {
 
 void Relay::FinishDrain() {
   SpillAll();  // the notice goes after what the client was already owed
-  client_.Write(notice_);
-  host_.StageEnded(drain_reason_);
+  client_.Write(drain_->notice);
+  host_.StageEnded(drain_->reason);
 }
 
 void Relay::OnDrained(Connection& c) {
@@ -261,11 +261,10 @@ void Relay::Spill(SpliceDir& d, Connection& to) {
 
 void Relay::Shutdown(absl::string_view notice, const char* reason) {
   if (finished_ || draining_) return;
-  drain_reason_ = reason;
+  drain_ = std::make_unique<Drain>(Drain{notice, reason});
   // The client's commands stop here; the server's answers go on to the
   // first point between two responses, and the notice goes there.
   draining_ = true;
-  notice_ = notice;
   client_.StopReading();
   if (AtBoundary()) {
     FinishDrain();

@@ -15,6 +15,7 @@
 #include "protocol/imap_response.h"
 #include "protocol/imap_string.h"
 #include "protocol/pop3_front.h"
+#include "protocol/sasl_server.h"
 #include "proxy/backend_health.h"
 #include "proxy/event_log.h"
 #include "proxy/gateway.h"
@@ -75,7 +76,7 @@ Session::Session(Worker& worker, std::shared_ptr<WorkerView> view, const Listene
       snapshot_(view->snapshot_ptr()),
       view_(std::move(view)),
       listener_(listener),
-      config_(snapshot_->config),
+      config_(snapshot_->config.get()),
       client_(std::move(client)),
       started_(std::chrono::steady_clock::now()),
       peer_(peer),
@@ -84,7 +85,7 @@ Session::Session(Worker& worker, std::shared_ptr<WorkerView> view, const Listene
       trusted_(trusted) {
   client_->set_handler(this);
   hops_ = config_->proxy_ttl;
-  listener_index_ = static_cast<size_t>(&listener_ - config_->listeners.data());
+  listener_index_ = static_cast<uint32_t>(&listener_ - config_->listeners.data());
 }
 
 WorkerMetrics::PerListener& Session::metrics() {
@@ -475,7 +476,8 @@ void Session::AskDirectory() {
   DirectoryRequest req = MakeDirectoryRequest();
   const uint64_t gen = generation_;
   if (dir.ChecksSecrets()) {
-    cache_key_ = DirectoryCache::MakeKey(directory_name_, dir.Generation(), req);
+    cache_key_ = std::make_unique<DirectoryCache::Key>(
+        DirectoryCache::MakeKey(directory_name_, dir.Generation(), req));
     std::optional<DirectoryAnswer> hit =
         snapshot_->cache->Find(*cache_key_, uv_now(worker_.loop()));
     if (hit.has_value()) {
@@ -511,10 +513,9 @@ void Session::DropLater(std::unique_ptr<T> p) {
 void Session::OnDirectoryAnswer(DirectoryAnswer a) {
   // We may be inside the lookup's own callback: its handle goes later.
   DropLater(std::move(lookup_));
-  if (cache_key_.has_value() && a.cacheable) {
+  if (cache_key_ != nullptr && a.cacheable) {
     snapshot_->cache->Store(*cache_key_, user_, a, uv_now(worker_.loop()));
   }
-  if (!a.detail.empty()) directory_detail_ = a.detail;
   switch (a.verdict) {
     case DirectoryAnswer::Verdict::kUnavailable: {
       LoginReply r;
@@ -949,7 +950,12 @@ void Session::StartStage(std::string backend_capabilities) {
     o.uidl_format = config_->gateway.uidl_format;
     o.seen = config_->gateway.seen;
     o.max_reply_backlog = limits.max_pending_replies;
-    o.sasl_mechanisms = {"PLAIN", "LOGIN"};
+    // CAPA after login lists what the listener offered before it
+    // (listeners[].sasl_mechanisms; RFC 5034 section 3).
+    o.sasl_mechanisms.clear();
+    for (const Credentials::Mechanism m : listener_.sasl) {
+      o.sasl_mechanisms.emplace_back(SaslServer::MechanismName(m));
+    }
     o.pop3_limits.max_line = limits.max_line;
     o.pop3_limits.error_budget = limits.error_budget;
     auto gateway = std::make_unique<Gateway>(worker_, *client_, *backend_, *this, std::move(o),

@@ -472,8 +472,10 @@ ssl_select_cert_result_t SelectCertificate(const SSL_CLIENT_HELLO* hello) {
                                nullptr)) {
       return ssl_select_cert_error;
     }
+    // Only when it is not the default: the first ex_data of an SSL
+    // allocates a stack (about 80 bytes a connection, kept while it lives).
+    SSL_set_ex_data(ssl, SelectedIndex(), const_cast<TlsCertificateInfo*>(&state->infos[chosen]));
   }
-  SSL_set_ex_data(ssl, SelectedIndex(), const_cast<TlsCertificateInfo*>(&state->infos[chosen]));
   return ssl_select_cert_success;
 }
 
@@ -684,7 +686,14 @@ absl::Status TlsContext::ReloadTicketKeys() const {
 }
 
 const TlsCertificateInfo* TlsContext::SelectedCertificate(const SSL* ssl) {
-  return static_cast<const TlsCertificateInfo*>(SSL_get_ex_data(ssl, SelectedIndex()));
+  if (const void* chosen = SSL_get_ex_data(ssl, SelectedIndex()); chosen != nullptr) {
+    return static_cast<const TlsCertificateInfo*>(chosen);
+  }
+  // Nothing recorded: the context's default (credentials[0]), for a server
+  // SSL of one of our contexts.
+  if (!SSL_is_server(ssl)) return nullptr;
+  const ServerState* state = StateOf(SSL_get_SSL_CTX(ssl));
+  return state == nullptr || state->infos.empty() ? nullptr : &state->infos[0];
 }
 
 absl::Status MakeSelfSignedPem(const std::vector<std::string>& names, std::string* cert_pem,

@@ -111,8 +111,8 @@ class TlsContext {
   absl::Status ReloadTicketKeys() const;
 
   // The certificate a server context chose for `ssl`'s ClientHello (also on
-  // resumption, where nothing is sent), or null before the ClientHello and
-  // for client SSLs. Valid as long as `ssl`.
+  // resumption, where nothing is sent); the context's default before the
+  // ClientHello; null for client SSLs. Valid as long as `ssl`.
   static const TlsCertificateInfo* SelectedCertificate(const SSL* ssl);
 
  private:
