@@ -416,6 +416,32 @@ void BackendConnector::HandlePop3Line(absl::string_view line) {
       return;
     case State::kTlsHandshake:
       return;
+    case State::kPop3Capa:
+      if (!capa_listing_) {
+        if (r.kind == Pop3Response::Kind::kOk) {
+          capa_listing_ = true;  // RFC 2449 section 5: one capability a line, then "."
+        } else if (r.kind == Pop3Response::Kind::kErr) {
+          SendPop3Login();  // an RFC 1939 server without CAPA: no XCLIENT either
+        } else {
+          Unavailable(absl::StrCat("backend sent an invalid line: ", line.substr(0, 80)));
+        }
+        return;
+      }
+      if (line == ".") {
+        capa_listing_ = false;
+        if (xclient_) {
+          SendPop3Xclient();
+        } else {
+          SendPop3Login();
+        }
+        return;
+      }
+      if (++capa_lines_ > 256) {
+        Unavailable("backend's CAPA answer has too many lines");
+        return;
+      }
+      if (absl::EqualsIgnoreCase(line.substr(0, line.find(' ')), "XCLIENT")) xclient_ = true;
+      return;
     case State::kPop3Xclient:
       if (r.kind != Pop3Response::Kind::kOk) {
         // Dovecot's proxy treats this as a configuration error too.
@@ -474,10 +500,20 @@ void BackendConnector::HandlePop3Line(absl::string_view line) {
 }
 
 void BackendConnector::AfterPop3Greeting() {
-  if (!xclient_) {
-    SendPop3Login();
+  if (xclient_) {
+    SendPop3Xclient();
     return;
   }
+  // Dovecot names XCLIENT in its greeting; other servers may list it in
+  // CAPA only (RFC 2449 section 5). One round trip more, for backends whose
+  // greeting did not offer it.
+  state_ = State::kPop3Capa;
+  capa_listing_ = false;
+  capa_lines_ = 0;
+  Send("CAPA\r\n");
+}
+
+void BackendConnector::SendPop3Xclient() {
   // Dovecot's XCLIENT (DIGEST d.2): the real client, then the login.
   std::string cmd =
       absl::StrCat("XCLIENT ADDR=", link_.client.IpText(), " PORT=", link_.client.port);

@@ -94,6 +94,7 @@ class BackendConnector : public ConnectionHandler {
     kCapability,      // IMAP: waiting for CAPABILITY's tagged answer
     kStartTls,        // STARTTLS / STLS sent, waiting for its OK
     kTlsHandshake,    // TLS toward the backend being set up
+    kPop3Capa,        // POP3: CAPA sent (does the backend take XCLIENT?)
     kPop3Xclient,     // POP3: XCLIENT sent (Dovecot: the real client's address)
     kLogin,           // waiting for the login answer (or a "+" continuation)
     kPostCapability,  // IMAP: logged in, asking for capabilities
@@ -108,7 +109,10 @@ class BackendConnector : public ConnectionHandler {
   // IMAP: the capabilities are known: STARTTLS if it is due, else the login.
   void AfterCapabilities();
   // POP3: greeted (and TLS up if asked): XCLIENT if offered, else the login.
+  // POP3, after the greeting (and STLS): CAPA when the greeting did not
+  // offer XCLIENT, then XCLIENT when offered, then the login.
   void AfterPop3Greeting();
+  void SendPop3Xclient();
   void SendPop3Login();
   bool StartTls();
   void SendNextChunk();
@@ -144,7 +148,9 @@ class BackendConnector : public ConnectionHandler {
   bool canceled_ = false;  // an unexpected continuation was answered (once)
   bool oauth_ = false;     // an OAuth token is passed through (RFC 7628 error flow)
   bool tls_started_ = false;
-  bool xclient_ = false;  // POP3: the greeting offered XCLIENT (Dovecot, trusted)
+  bool xclient_ = false;       // POP3: the greeting or CAPA offered XCLIENT (Dovecot, trusted)
+  bool capa_listing_ = false;  // POP3: inside CAPA's multi-line answer
+  uint32_t capa_lines_ = 0;    // its lines so far (bounded)
 };
 
 }  // namespace postern

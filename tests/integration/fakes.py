@@ -628,16 +628,25 @@ def imap_server(caps=FAKE_CAPS, login_answer=FAKE_NO, greeting=None, timeout=30.
     return handler
 
 
-def pop3_server(pass_answer=b"-ERR [AUTH] Fake says no.", timeout=30.0):
-    """A handler speaking just enough POP3 for a USER/PASS or AUTH login."""
+def pop3_server(pass_answer=b"-ERR [AUTH] Fake says no.", timeout=30.0, capa=None,
+                received=None):
+    """A handler speaking just enough POP3 for a USER/PASS or AUTH login.
+    capa: capability lines for CAPA (None: CAPA is refused, as an RFC 1939
+    server would). received: a list the command lines are appended to."""
     def handler(s):
         s.send(b"+OK Fake ready.\r\n")
         while True:
             line = s.readline(timeout)
             if line is None:
                 return
+            if received is not None:
+                received.append(line.rstrip(b"\r\n"))
             word = line.split(b" ", 1)[0].strip().upper()
-            if word == b"USER":
+            if word == b"CAPA" and capa is not None:
+                s.send(b"+OK\r\n" + b"".join(c + b"\r\n" for c in capa) + b".\r\n")
+            elif word == b"XCLIENT":
+                s.send(b"+OK\r\n")
+            elif word == b"USER":
                 s.send(b"+OK\r\n")
             elif word in (b"PASS", b"AUTH"):
                 s.send(pass_answer + b"\r\n")

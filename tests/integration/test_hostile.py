@@ -469,20 +469,20 @@ class ImapIdToFakeBackendTest(fakes.LateStartTestCase):
 
 # --- 6. limits that were too small ------------------------------------------------------
 
-LONG_USER = "l" * 88 + "@example.test"  # 101 octets
+LONG_USER = "l" * 242 + "@example.test"  # 255 octets: RFC 2449 section 4's maximum argument
 
 
 class LimitsTest(fakes.LateStartTestCase):
-    """RFC maxima fit: a 100-octet POP3 USER argument (RFC 2449 section 4:
-    command lines of 255 octets), an ID with 30 fields of 1024 octets (RFC
+    """RFC maxima fit: a 255-octet POP3 USER argument (RFC 2449 section 4:
+    arguments of up to 255 octets), an ID with 30 fields of 1024 octets (RFC
     2971 section 3.3). postern's own defaults for the limits (the harness's
     max_line and max_prelogin_literal are dropped)."""
 
     dovecot_kwargs = {"passwords": {LONG_USER: "demo"}}
     postern_overrides = {"limits": {"max_line": None, "max_prelogin_literal": None}}
 
-    def test_pop3_user_of_100_octets(self):
-        self.assertGreaterEqual(len(LONG_USER), 100)
+    def test_pop3_user_of_255_octets(self):
+        self.assertEqual(len(LONG_USER), 255)
         c = self.connect("pop3s")
         r = c.pop3("USER " + LONG_USER)
         self.assertTrue(r.startswith(b"+OK"), r)
@@ -490,9 +490,9 @@ class LimitsTest(fakes.LateStartTestCase):
         self.assertTrue(r.startswith(b"+OK"), r)
         self.assertTrue(c.pop3("QUIT").startswith(b"+OK"))
 
-    def test_pop3_unknown_user_of_100_octets(self):
+    def test_pop3_unknown_user_of_255_octets(self):
         c = self.connect("pop3s")
-        r = c.pop3("USER x" + LONG_USER)
+        r = c.pop3("USER x" + LONG_USER[1:])
         self.assertTrue(r.startswith(b"+OK"), r)
         r = c.pop3("PASS demo", timeout=10)
         self.assertTrue(r.startswith(b"-ERR [AUTH]"), r)
@@ -618,6 +618,51 @@ class LogInjectionTest(harness.BedTestCase):
         _, tagged = c.imap("b", "LOGIN alice demo", timeout=10)
         self.assertTrue(tagged.startswith(b"b OK"), tagged)
         self.assert_log_clean(c)
+
+
+# --- 7b. XCLIENT offered in CAPA only ----------------------------------------------------
+
+@proxy_only
+class Pop3XclientFromCapaTest(fakes.LateStartTestCase):
+    """A POP3 backend whose greeting does not name XCLIENT but whose CAPA
+    lists it is told the real client with XCLIENT before the login (issue
+    10); one whose CAPA does not list it, or that refuses CAPA, is not."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.fake = fakes.FakeBackend()
+        cls.addClassCleanup(cls.fake.close)
+
+    @classmethod
+    def extra_config(cls):
+        return {"backends": [{"name": "fake", "address": harness.HOST,
+                              "imap_port": cls.fake.port, "pop3_port": cls.fake.port}],
+                "routing": {"default_backend": "fake", "users": None}}
+
+    def login(self, **kw):
+        got = []
+        self.fake.reset(fakes.pop3_server(pass_answer=b"+OK Logged in.", received=got, **kw))
+        c = self.connect("pop3s")
+        self.assertTrue(c.pop3("USER zed").startswith(b"+OK"))
+        r = c.pop3("PASS demo", timeout=10)
+        self.assertTrue(r.startswith(b"+OK"), (r, got))
+        return c, got
+
+    def test_xclient_listed_in_capa_is_used(self):
+        c, got = self.login(capa=[b"TOP", b"USER", b"XCLIENT", b"SASL PLAIN"])
+        port = c.sock.getsockname()[1]
+        self.assertEqual(got[0], b"CAPA", got)
+        self.assertTrue(got[1].startswith(b"XCLIENT ADDR=127.0.0.1 PORT=%d " % port), got)
+        self.assertTrue(got[2].startswith(b"USER zed"), got)
+
+    def test_no_xclient_when_capa_lacks_it_or_is_refused(self):
+        for capa in ([b"TOP", b"USER", b"XCLIENTX"], None):
+            with self.subTest(capa=capa):
+                _, got = self.login(capa=capa)
+                self.assertEqual(got[0], b"CAPA", got)
+                self.assertFalse([l for l in got if l.startswith(b"XCLIENT ")], got)
+                self.assertTrue(got[1].startswith(b"USER zed"), got)
 
 
 # --- 8. authorization identity ----------------------------------------------------------
