@@ -74,6 +74,11 @@ ProxyMetrics::ProxyMetrics(MetricsRegistry& r, size_t workers)
                               "Failed logins answered late (delayed) or logins refused "
                               "(blocked) by the abuse limits.",
                               {"action"}))),
+      redis_fallbacks(Must(r.AddCounter("postern_redis_fallbacks_total",
+                                        "Times Redis was not usable: overrides (routing, the "
+                                        "ring answered) or shared abuse counters (abuse, local "
+                                        "counts used).",
+                                        {"use"}))),
       reloads(Must(r.AddCounter("postern_config_reloads_total",
                                 "Config and file reloads by result.", {"result"}))),
       snapshot(Must(r.AddGauge("postern_config_snapshot",
@@ -138,6 +143,10 @@ ViewMetrics::ViewMetrics(ProxyMetrics& m, size_t shard, const Config& config) {
   // A directory may name any host:port: one series for all of them (the
   // label never takes a value a peer chose).
   adhoc = per("_directory_host");
+  if (config.redis.enabled) {
+    redis_fallback_routing = m.redis_fallbacks.Get(shard, {"routing"});
+    redis_fallback_abuse = m.redis_fallbacks.Get(shard, {"abuse"});
+  }
 }
 
 }  // namespace postern

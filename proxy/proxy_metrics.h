@@ -24,6 +24,7 @@
 //   postern_buffer_pool_bytes{pool}                         gauge: slabs held (small|bulk)
 //   postern_connections_refused_total{reason}               caps hit (see Refusal)
 //   postern_abuse_total{action}                             delayed|blocked
+//   postern_redis_fallbacks_total{use}                      routing|abuse: Redis not usable
 //   postern_config_reloads_total{result}                    ok|refused
 //   postern_config_snapshot                                 gauge: the serial in use
 //   postern_admin_actions_total{action} kick|drain|undrain|cache_clear|node_drain|node_undrain
@@ -72,6 +73,7 @@ struct ProxyMetrics {
   GaugeFamily pool_bytes;
   CounterFamily refused;
   CounterFamily abuse;
+  CounterFamily redis_fallbacks;
   CounterFamily reloads;
   GaugeFamily snapshot;
   CounterFamily admin_actions;
@@ -115,6 +117,8 @@ struct ViewMetrics {
   };
   std::vector<PerBackend> backends;  // by index in config.backends
   PerBackend adhoc;                  // a directory's host:port, not a configured backend
+  Counter redis_fallback_routing;    // the ring answered for want of Redis
+  Counter redis_fallback_abuse;      // failed logins counted locally for want of Redis
 };
 
 }  // namespace postern

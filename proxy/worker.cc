@@ -57,6 +57,7 @@ WorkerView::WorkerView(Worker& worker, std::shared_ptr<const Snapshot> snapshot,
   }
   if (config.abuse.enabled) {
     abuse_ = std::make_unique<AbuseGuard>(snapshot_->abuse, redis_.get(), post);
+    abuse_->set_on_fallback([c = metrics_.redis_fallback_abuse] { c.Inc(); });
   }
   std::unique_ptr<Router> base;
   if (config.ring != nullptr) {
@@ -85,8 +86,10 @@ WorkerView::WorkerView(Worker& worker, std::shared_ptr<const Snapshot> snapshot,
       }
       return std::nullopt;
     };
-    router_ = std::make_unique<RedisOverrideRouter>(loop, redis_.get(), redis_options, o,
-                                                    std::move(base), std::move(resolve), post);
+    auto overrides = std::make_unique<RedisOverrideRouter>(
+        loop, redis_.get(), redis_options, o, std::move(base), std::move(resolve), post);
+    overrides->set_on_fallback([c = metrics_.redis_fallback_routing] { c.Inc(); });
+    router_ = std::move(overrides);
   } else {
     router_ = std::move(base);
   }

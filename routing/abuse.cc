@@ -571,6 +571,7 @@ void AbuseGuard::Write(std::vector<std::string> argv, const AbuseSubject& s, boo
 
 void AbuseGuard::NoteFallback(const absl::Status& why) {
   ++stats_.redis_fallbacks;
+  if (on_fallback_) on_fallback_();
   degraded_ = true;
   int64_t now = table_->Now();
   if (last_fallback_log_ != 0 && now - last_fallback_log_ < kFallbackLogIntervalMs) {

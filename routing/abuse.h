@@ -194,6 +194,8 @@ class AbuseGuard {
     uint64_t redis_fallbacks = 0;  // Redis down, slow or erring: local counts used
   };
   const Stats& stats() const { return stats_; }
+  // Called on the loop each time Redis was not usable (for a metric).
+  void set_on_fallback(std::function<void()> fn) { on_fallback_ = std::move(fn); }
   // Redis not usable at the last attempt: counting on local counts.
   bool degraded() const { return degraded_; }
   const AbuseTable& table() const { return *table_; }
@@ -218,6 +220,7 @@ class AbuseGuard {
   bool warned_ = false;            // a warning not yet followed by "answers again"
   int64_t last_fallback_log_ = 0;  // table clock, 0: never
   uint64_t unlogged_fallbacks_ = 0;
+  std::function<void()> on_fallback_;
 };
 
 }  // namespace postern

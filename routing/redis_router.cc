@@ -53,6 +53,7 @@ void RedisOverrideRouter::Invalidate(const std::string& user) {
 
 void RedisOverrideRouter::Fallback(absl::string_view why) {
   ++stats_.fallbacks;
+  if (on_fallback_) on_fallback_();
   const uint64_t now = uv_now(loop_);
   if (last_warning_ms_ == 0 || now - last_warning_ms_ >= 60'000) {
     spdlog::warn("redis overrides unavailable, routing by the ring: {} ({} time(s) so far)",

@@ -58,6 +58,8 @@ class RedisOverrideRouter final : public Router {
 
   std::unique_ptr<Pending> Route(const RouteRequest& request, RouteCallback done) override;
   const Stats& stats() const { return stats_; }
+  // Called on the loop each time the ring answered for want of Redis.
+  void set_on_fallback(std::function<void()> fn) { on_fallback_ = std::move(fn); }
   // A user's override changed (pub/sub); `user` already normalized.
   void Invalidate(const std::string& user);
 
@@ -78,6 +80,7 @@ class RedisOverrideRouter final : public Router {
   std::unique_ptr<RedisSubscriber> subscriber_;
   absl::flat_hash_map<std::string, Entry> cache_;
   Stats stats_;
+  std::function<void()> on_fallback_;
   uint64_t last_warning_ms_ = 0;
 };
 

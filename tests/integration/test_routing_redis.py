@@ -23,6 +23,7 @@ import time
 import unittest
 
 import harness
+import opshelp
 import routehelp
 import testbed
 
@@ -45,9 +46,11 @@ class RedisOverrideTest(routehelp.FleetTestCase):
         backends = [routehelp.backend_entry(n, dv[n]) for n in ("a", "c", "d")]
         shards = [{"name": s, "backends": list(bs)} for s, bs in SHARDS.items()]
         ring_only = routehelp.base_config(cls.cert, cls.key, backends, shards=shards)
+        cls.token_file, cls.token = opshelp.write_token(cls.tmp)
         with_redis = harness.deep_merge(ring_only, {
             "redis": {"address": cls.redis.address, "prefix": PREFIX, "timeout": "200ms"},
             "routing": {"redis_overrides": True, "override_cache_ttl": "%ds" % TTL_S},
+            "admin": {"address": "%s:0" % routehelp.HOST, "token_file": cls.token_file},
         })
         cls.start_postern("R", harness.deep_merge(ring_only, {"workers": 1}))
         cls.start_postern("A", harness.deep_merge(with_redis, {"workers": 1}))
@@ -194,6 +197,12 @@ class RedisOverrideTest(routehelp.FleetTestCase):
         for p in ("A", "B"):
             self.assertEqual(SHARD_OF[self.landed(p, user)], target)
         marks = {p: len(self.posterns[p].log()) for p in ("A", "B")}
+
+        def fallbacks(p):
+            text = opshelp.Admin(self.posterns[p].address("admin"), self.token).metrics()
+            return opshelp.metric_sum(text, "postern_redis_fallbacks_total", use="routing")
+        before = {p: fallbacks(p) for p in ("A", "B")}
+        self.assertEqual(before, {"A": 0, "B": 0})
         self.redis.stop()
         self.addCleanup(self.redis.start)  # for the tests after this one
         time.sleep(0.3)
@@ -215,6 +224,8 @@ class RedisOverrideTest(routehelp.FleetTestCase):
                   % (p, n, len(lines), lines[:1]))
             self.assertGreaterEqual(len(lines), 1, "%s did not say Redis is gone" % p)
             self.assertLessEqual(len(lines), workers, "more than one line a minute per worker")
+            # Lookups the ring answered for want of Redis are counted.
+            self.assertGreaterEqual(fallbacks(p), 1, p)
         # Redis back (empty: nothing is persisted), the override written again.
         self.redis.start()
         t0 = time.monotonic()
