@@ -194,6 +194,23 @@ class GatewayClientsTest(harness.BedTestCase):
         self.assert_mailbox("alice", self.poplib_mailbox(p, "alice"), "poplib pop3s")
         self.assert_through_gateway("alice", since)
 
+    def test_capa_after_login_is_the_gateways(self):
+        # RFC 2449 section 5: CAPA after login lists what the gateway does
+        # itself (TOP, UIDL, PIPELINING...), SASL as the listener offered it
+        # before login (RFC 5034 section 3), and no STLS.
+        host, port = self.bed.addr("pop3s")
+        p = poplib.POP3_SSL(host, port, context=harness.client_context(self.bed.cert), timeout=30)
+        before = p.capa()
+        p.user("carol")
+        p.pass_("demo")
+        after = p.capa()
+        for cap in ("TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "SASL"):
+            self.assertIn(cap, after, after)
+        self.assertEqual(after["SASL"], before["SASL"])
+        self.assertNotIn("STLS", after)
+        self.assertTrue(p.stat()[0] > 0)
+        p.quit()
+
     def test_poplib_stls(self):
         host, port = self.bed.addr("pop3")
         p = poplib.POP3(host, port, timeout=30)
