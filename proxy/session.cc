@@ -301,7 +301,7 @@ void Session::ProcessInput() {
   } while (again_ && state_ == State::kFront);
   if (client_ != nullptr) client_->Uncork();
   processing_ = false;
-  if (client_ != nullptr) traced_in_ = client_->input().size();
+  if (client_ != nullptr) traced_in_ = static_cast<uint32_t>(client_->input().size());
 }
 
 void Session::OnDrained(Connection&) {
@@ -565,8 +565,7 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
                   absl::StrCat(directory_name_, ": bad backend address ", ans.host, ":", ans.port));
       return;
     }
-    candidates_.clear();
-    attempt_ = 0;
+    attempts_.reset();
     OnRouted(*b);
     return;
   }
@@ -592,10 +591,10 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
 }
 
 void Session::StartAttempts(const RouteResult& target) {
-  candidates_.clear();
-  attempt_ = 0;
+  attempts_ = std::make_unique<Attempts>();
+  std::vector<size_t>& candidates = attempts_->candidates;
   if (target.kind == RouteResult::Kind::kBackend) {
-    candidates_.push_back(target.index);
+    candidates.push_back(target.index);
   } else {
     // The shard's healthy replicas, least loaded (by this instance's open
     // sessions) first, then its fallback shard's (health.max_attempts of
@@ -617,11 +616,11 @@ void Session::StartAttempts(const RouteResult& target) {
       std::rotate(up.begin(), up.begin() + static_cast<ptrdiff_t>(rot), up.end());
       std::stable_sort(up.begin(), up.end(),
                        [](const auto& a, const auto& b) { return a.first < b.first; });
-      for (const auto& [load, b] : up) candidates_.push_back(b);
+      for (const auto& [load, b] : up) candidates.push_back(b);
       shard =
           shard->fallback >= 0 ? &config_->shards[static_cast<size_t>(shard->fallback)] : nullptr;
     }
-    if (candidates_.empty()) {
+    if (candidates.empty()) {
       LoginReply r;
       r.kind = LoginReply::Kind::kUnavailable;
       LoginFailed(std::move(r), absl::StrCat("shard ", config_->shards[target.index].name,
@@ -633,14 +632,15 @@ void Session::StartAttempts(const RouteResult& target) {
 }
 
 void Session::ConnectNext() {
-  const size_t limit = std::min<size_t>(candidates_.size(), config_->health.max_attempts);
-  if (attempt_ >= limit) {
+  Attempts& a = *attempts_;
+  const size_t limit = std::min<size_t>(a.candidates.size(), config_->health.max_attempts);
+  if (a.next >= limit) {
     LoginReply r;
     r.kind = LoginReply::Kind::kUnavailable;
-    LoginFailed(std::move(r), last_failure_);
+    LoginFailed(std::move(r), a.last_failure);
     return;
   }
-  OnRouted(config_->backends[candidates_[attempt_++]]);
+  OnRouted(config_->backends[a.candidates[a.next++]]);
 }
 
 const BackendConfig* Session::BackendAt(const std::string& host, uint16_t port) {
@@ -866,9 +866,12 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
         if (BackendHealth::Slot* slot = snapshot_->health->Find(backend_name())) {
           snapshot_->health->Failed(*slot, config_->health, outcome.detail);
         }
-        last_failure_ = absl::StrCat(backend_name(), ": ", outcome.detail);
-        if (!candidates_.empty() &&
-            attempt_ < std::min<size_t>(candidates_.size(), config_->health.max_attempts)) {
+        if (attempts_ != nullptr) {
+          attempts_->last_failure = absl::StrCat(backend_name(), ": ", outcome.detail);
+        }
+        if (attempts_ != nullptr && !attempts_->candidates.empty() &&
+            attempts_->next <
+                std::min<size_t>(attempts_->candidates.size(), config_->health.max_attempts)) {
           LogEvent("backend_failed")
               .Str("session", id())
               .Str("backend", backend_name())
@@ -931,6 +934,7 @@ void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
 void Session::StartStage(std::string backend_capabilities) {
   state_ = State::kStage;
   front_.reset();  // frees what only the pre-login dialogue needed
+  attempts_.reset();
   EnterStage(gateway_ ? StageLabel::kGateway : StageLabel::kRelay);
   // The router and directories of this snapshot are not needed any more
   // (dropped on a later turn: we may be inside one of their callbacks).

@@ -182,15 +182,21 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   // Proxy hops this login may still take (proxy_ttl, or less when a trusted
   // proxy in front said so in its IMAP ID x-proxy-ttl); sent on minus one.
   uint32_t hops_ = 5;
-  std::vector<size_t> candidates_;  // backends to try for this login, in order
-  size_t attempt_ = 0;              // the next candidate
-  std::string last_failure_;
+  // The backends to try for the login in progress, in order (only while a
+  // routed login runs: an idle session does not carry them).
+  struct Attempts {
+    std::vector<size_t> candidates;
+    size_t next = 0;  // the next candidate
+    std::string last_failure;
+  };
+  std::unique_ptr<Attempts> attempts_;
   BackendHealth::Slot* health_slot_ = nullptr;  // counted in its sessions while relaying
   std::unique_ptr<Stage> stage_;
   // log.trace_users is set: the dialogue is kept (masked) until a login
   // names a traced user, then written (proxy/session_trace.h).
   std::unique_ptr<SessionTrace> trace_;
-  size_t traced_in_ = 0;  // client input bytes already given to trace_
+  uint32_t traced_in_ = 0;   // client input bytes already given to trace_ (pre-login: bounded)
+  uint32_t generation_ = 0;  // invalidates callbacks of an abandoned login
   // Metrics: the listener's index, the sessions-open gauge this session
   // counts in (while open_counted_), what was counted of its bytes, when
   // the directory and the backend were asked.
@@ -210,7 +216,6 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   uint64_t login_deadline_ms_ = 0;  // the whole pre-login phase
   uint64_t drain_at_ms_ = 0;        // DrainAt()
   std::chrono::steady_clock::time_point started_;
-  uint64_t generation_ = 0;  // invalidates callbacks of an abandoned login
   PeerAddress peer_;
   IpKey limit_key_;
   std::array<char, 16> id_;
@@ -226,8 +231,9 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   bool tls_started_ = false;
   bool tls_ready_ = false;
   bool login_blocked_ = false;  // the abuse limits refused this login
-  // (The members are ordered so that an idle session fits jemalloc's 512-byte
-  // size class: bench/compare's memory per idle connection.)
+  // (Ordered and sized so that an idle session fits jemalloc's 448-byte size
+  // class: bench/compare's memory per idle connection; state used only while
+  // logging in lives on the heap until then.)
 };
 
 }  // namespace postern

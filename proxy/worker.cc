@@ -363,7 +363,7 @@ void Worker::BeginShutdown(std::chrono::milliseconds grace, std::chrono::millise
 std::vector<SessionInfo> Worker::ListSessions(const SessionFilter& filter) const {
   std::vector<SessionInfo> out;
   const uint64_t now = uv_now(const_cast<uv_loop_t*>(&loop_));
-  for (const auto& [s, owner] : sessions_) {
+  for (const auto& s : sessions_) {
     if (!s->Matches(filter)) continue;
     out.push_back(s->Info(now));
     out.back().worker = id_;
@@ -405,7 +405,7 @@ std::vector<Session*> Worker::SessionList() const {
   // A copy: what the caller does to a session may Remove() it.
   std::vector<Session*> all;
   all.reserve(sessions_.size());
-  for (const auto& [s, owner] : sessions_) all.push_back(s);
+  for (const auto& s : sessions_) all.push_back(s.get());
   return all;
 }
 
@@ -549,7 +549,7 @@ void Worker::Admit(size_t listener, ConnectionPtr conn, const PeerAddress& peer,
   auto s = std::make_unique<Session>(*this, std::move(view), lc, std::move(conn), peer,
                                      Trusted(lc, socket_peer));
   Session* raw = s.get();
-  sessions_.emplace(raw, std::move(s));
+  sessions_.insert(std::move(s));
   shared_.sessions.fetch_add(1, std::memory_order_relaxed);
   if (refusal != nullptr) {
     ++refusing_;
@@ -630,8 +630,7 @@ void Worker::Remove(Session* s, bool refused) {
   } else {
     limiter_.Release(s->limit_key());
   }
-  graveyard_.push_back(std::move(it->second));
-  sessions_.erase(it);
+  graveyard_.push_back(std::move(sessions_.extract(it).value()));
   shared_.sessions.fetch_sub(1, std::memory_order_relaxed);
   Defer([] {});  // the idle passes empty the graveyard
   MaybeFinish();

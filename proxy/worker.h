@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "protocol/buffer.h"
@@ -244,7 +245,9 @@ class Worker {
   std::unique_ptr<HealthChecker> checker_;  // worker 0 only, with health.check_interval
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<ProxyAcceptor>> acceptors_;  // PROXY headers being read
-  absl::flat_hash_map<Session*, std::unique_ptr<Session>> sessions_;
+  // Owned sessions, found by their raw pointer (absl's smart-pointer
+  // lookup): 8 bytes a slot.
+  absl::flat_hash_set<std::unique_ptr<Session>> sessions_;
   // Ended sessions, destroyed two deferred passes later: every callback
   // queued before a session ended has run by then.
   std::vector<std::unique_ptr<Session>> graveyard_;

@@ -136,22 +136,23 @@ std::unique_ptr<TlsEngine> TlsEngine::CreateClient(const TlsContext& ctx, Buffer
 
 TlsEngine::Result TlsEngine::Fail(int ssl_error) {
   failed_ = true;
-  error_.clear();
+  error_ = std::make_unique<std::string>();
+  std::string& error = *error_;
   char buf[256];
   while (uint32_t e = ERR_get_error()) {
     ERR_error_string_n(e, buf, sizeof(buf));
-    if (!error_.empty()) error_ += "; ";
-    error_ += buf;
+    if (!error.empty()) error += "; ";
+    error += buf;
   }
-  if (error_.empty()) {
+  if (error.empty()) {
     const char* d = SSL_error_description(ssl_error);
-    error_ = d != nullptr ? d : absl::StrCat("SSL error ", ssl_error);
+    error = d != nullptr ? d : absl::StrCat("SSL error ", ssl_error);
   }
   // Only a client checks a certificate here; a server's verify result says
   // nothing (BoringSSL reports "invalid certificate verification context").
   long verify = SSL_is_server(ssl_) ? X509_V_OK : SSL_get_verify_result(ssl_);
   if (verify != X509_V_OK) {
-    absl::StrAppend(&error_, " (certificate: ", X509_verify_cert_error_string(verify), ")");
+    absl::StrAppend(&error, " (certificate: ", X509_verify_cert_error_string(verify), ")");
   }
   return Result::kError;
 }
