@@ -354,8 +354,11 @@ void ImapFront::Refuse(const LoginReply& reply) {
     case LoginReply::Kind::kAuthFailed:
       // The backend's code when it gave a specific one (RFC 5530), else the
       // generic AUTHENTICATIONFAILED (RFC 3501 section 11.2: never say
-      // whether the user or the password was wrong).
-      if (reply.code.empty() || absl::EqualsIgnoreCase(reply.code, "AUTHENTICATIONFAILED")) {
+      // whether the user or the password was wrong). A text comes with a
+      // code only (a directory's refusal text, nginx's Auth-Status, gets
+      // AUTHENTICATIONFAILED from the session), as in Pop3Front::Refuse.
+      if (reply.code.empty() ||
+          (absl::EqualsIgnoreCase(reply.code, "AUTHENTICATIONFAILED") && reply.text.empty())) {
         Tagged("NO", "[AUTHENTICATIONFAILED] Authentication failed.");
       } else {
         Tagged("NO", absl::StrCat("[", reply.code, "] ",

@@ -528,6 +528,12 @@ void Session::OnDirectoryAnswer(DirectoryAnswer a) {
       r.kind = LoginReply::Kind::kAuthFailed;
       r.code = SanitizeResponseCode(a.code);
       r.text = SanitizeReplyText(a.text);
+      if (r.code.empty() && !r.text.empty()) {
+        // A refusal text without a code (nginx's Auth-Status alone): the
+        // client hears it, as nginx's clients do, after the generic code
+        // (the fronts print a text only with a code).
+        r.code = listener_.protocol == Protocol::kImap ? "AUTHENTICATIONFAILED" : "AUTH";
+      }
       RefuseAfter(std::max(a.wait, CountFailure()), std::move(r),
                   absl::StrCat(directory_name_, ": ", a.detail));
       return;

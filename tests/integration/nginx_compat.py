@@ -408,10 +408,10 @@ def start_nginx(workdir, auth_port):
     with open(path, "w") as f:
         f.write(conf)
     err = os.path.join(workdir, "nginx-error.log")
-    proc = subprocess.Popen(["nginx", "-c", path, "-p", workdir + "/", "-e", err],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(os.path.join(workdir, "nginx.out"), "ab"),
-                            preexec_fn=testbed._kill_with_parent)
+    with open(os.path.join(workdir, "nginx.out"), "ab") as out:
+        proc = subprocess.Popen(["nginx", "-c", path, "-p", workdir + "/", "-e", err],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=out,
+                                preexec_fn=testbed._kill_with_parent)
     for p in ports.values():
         testbed.wait_for_port("127.0.0.1", p, 10)
     return proc, ports

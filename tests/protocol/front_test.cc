@@ -182,6 +182,36 @@ TEST(ImapFrontTest, BackendCodesArePassedOn) {
   EXPECT_EQ(d.Take(), "a NO [EXPIRED] Password expired.\r\n");
 }
 
+TEST(ImapFrontTest, ATextIsPassedOnOnlyWithACode) {
+  // AUTHENTICATIONFAILED with a text (a directory's refusal, nginx's
+  // Auth-Status): the text; a text without a code: ours, as Pop3Front does.
+  Driver d(true, Tls());
+  d.Take();
+  d.Feed("a LOGIN alice x\r\n");
+  LoginReply r;
+  r.kind = LoginReply::Kind::kAuthFailed;
+  r.code = "AUTHENTICATIONFAILED";
+  r.text = "Account suspended";
+  d.front().LoginFailed(r);
+  EXPECT_EQ(d.Take(), "a NO [AUTHENTICATIONFAILED] Account suspended\r\n");
+  d.Feed("b LOGIN alice x\r\n");
+  r.code.clear();
+  d.front().LoginFailed(r);
+  EXPECT_EQ(d.Take(), "b NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+  Driver p(false, Tls());
+  p.Take();
+  p.Feed("USER alice\r\nPASS x\r\n");
+  p.Take();
+  r.code = "AUTH";
+  p.front().LoginFailed(r);
+  EXPECT_EQ(p.Take(), "-ERR [AUTH] Account suspended\r\n");
+  p.Feed("USER alice\r\nPASS x\r\n");
+  p.Take();
+  r.code.clear();
+  p.front().LoginFailed(r);
+  EXPECT_EQ(p.Take(), "-ERR [AUTH] Authentication failed.\r\n");
+}
+
 TEST(ImapFrontTest, AuthenticatePlainWithAndWithoutInitialResponse) {
   Driver d(true, Tls());
   d.Take();
