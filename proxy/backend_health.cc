@@ -36,12 +36,12 @@ void BackendHealth::Failed(Slot& s, const HealthConfig& h, absl::string_view why
   const uint64_t before = s.down_until_ms.exchange(until);
   // One line when it goes down (not on every failure while down).
   if (before <= now) {
-    LogEvent("backend_down")
+    LogEvent("backend_down", spdlog::level::warn)
         .Str("backend", s.name)
         .Num("failures", n)
         .Num("cooldown_ms", static_cast<int64_t>(h.cooldown.count()))
         .Quoted("detail", why)
-        .Emit(spdlog::level::warn);
+        .Emit();
   }
 }
 

@@ -142,7 +142,9 @@ void InstallLogger(bool json) {
 
 bool LogIsJson() { return g_json.load(std::memory_order_relaxed); }
 
-LogEvent::LogEvent(const char* name) : json_(LogIsJson()) {
+LogEvent::LogEvent(const char* name, spdlog::level::level_enum level)
+    : level_(level), on_(spdlog::should_log(level)), json_(LogIsJson()) {
+  if (!on_) return;
   if (json_) {
     out_.push_back(kEventMark);
     absl::StrAppend(&out_, "\"event\":\"", name, "\"");
@@ -156,6 +158,7 @@ LogEvent::LogEvent(const char* name) : json_(LogIsJson()) {
 }
 
 LogEvent& LogEvent::Str(absl::string_view key, absl::string_view value) {
+  if (!on_) return *this;
   if (json_) {
     absl::StrAppend(&out_, ",\"", key, "\":\"", JsonEscape(value), "\"");
   } else {
@@ -165,6 +168,7 @@ LogEvent& LogEvent::Str(absl::string_view key, absl::string_view value) {
 }
 
 LogEvent& LogEvent::Safe(absl::string_view key, absl::string_view value) {
+  if (!on_) return *this;
   if (json_) {
     absl::StrAppend(&out_, ",\"", key, "\":\"", JsonEscape(value, 1024), "\"");
   } else {
@@ -174,6 +178,7 @@ LogEvent& LogEvent::Safe(absl::string_view key, absl::string_view value) {
 }
 
 LogEvent& LogEvent::Quoted(absl::string_view key, absl::string_view value, size_t max) {
+  if (!on_) return *this;
   if (json_) {
     absl::StrAppend(&out_, ",\"", key, "\":\"", JsonEscape(value, max), "\"");
   } else {
@@ -183,6 +188,7 @@ LogEvent& LogEvent::Quoted(absl::string_view key, absl::string_view value, size_
 }
 
 LogEvent& LogEvent::Num(absl::string_view key, int64_t value) {
+  if (!on_) return *this;
   if (json_) {
     absl::StrAppend(&out_, ",\"", key, "\":", value);
   } else {
@@ -192,6 +198,7 @@ LogEvent& LogEvent::Num(absl::string_view key, int64_t value) {
 }
 
 LogEvent& LogEvent::Num(absl::string_view key, uint64_t value) {
+  if (!on_) return *this;
   if (json_) {
     absl::StrAppend(&out_, ",\"", key, "\":", value);
   } else {
@@ -201,6 +208,7 @@ LogEvent& LogEvent::Num(absl::string_view key, uint64_t value) {
 }
 
 LogEvent& LogEvent::Flag(absl::string_view key, bool value) {
+  if (!on_) return *this;
   if (json_) {
     absl::StrAppend(&out_, ",\"", key, "\":", value ? "true" : "false");
   } else {
@@ -209,6 +217,8 @@ LogEvent& LogEvent::Flag(absl::string_view key, bool value) {
   return *this;
 }
 
-void LogEvent::Emit(spdlog::level::level_enum level) { spdlog::log(level, "{}", out_); }
+void LogEvent::Emit() {
+  if (on_) spdlog::log(level_, "{}", out_);
+}
 
 }  // namespace postern

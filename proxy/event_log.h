@@ -39,7 +39,9 @@ std::string JsonEscape(absl::string_view text, size_t max = 4096);
 class LogEvent {
  public:
   // `name`: snake_case ("session_end"); the text form uses spaces.
-  explicit LogEvent(const char* name);
+  // `level`: the line's; below the logger's level nothing is formatted (a
+  // login storm at log.level warn builds no session_end line).
+  explicit LogEvent(const char* name, spdlog::level::level_enum level = spdlog::level::info);
   // Text Postern chose (config names, its own words, numbers).
   LogEvent& Str(absl::string_view key, absl::string_view value);
   // Text a peer chose: one token in text form.
@@ -53,9 +55,11 @@ class LogEvent {
     return Num(key, static_cast<uint64_t>(value));
   }
   LogEvent& Flag(absl::string_view key, bool value);
-  void Emit(spdlog::level::level_enum level = spdlog::level::info);
+  void Emit();
 
  private:
+  spdlog::level::level_enum level_;
+  bool on_;  // the logger takes this level
   bool json_;
   std::string out_;
 };

@@ -392,12 +392,12 @@ void Server::FinishReload(absl::StatusOr<std::shared_ptr<const Snapshot>> next, 
         .Str("source", c.source)
         .Emit();
   } else {
-    LogEvent("reload")
+    LogEvent("reload", spdlog::level::err)
         .Str("result", "refused")
         .Str("kind", what)
         .Num("snapshot", current_->serial)
         .Quoted("detail", status.message())
-        .Emit(spdlog::level::err);
+        .Emit();
   }
   std::vector<std::function<void(absl::Status)>> waiters;
   waiters.swap(reload_waiters_);
@@ -433,12 +433,12 @@ void Server::WatchFiles() {
                 .Num("users", static_cast<uint64_t>(source->Current()->size()))
                 .Emit();
           } else {
-            LogEvent("reload")
+            LogEvent("reload", spdlog::level::err)
                 .Str("result", "refused")
                 .Str("kind", "passwd-file")
                 .Str("directory", source->name())
                 .Quoted("detail", st.message())
-                .Emit(spdlog::level::err);
+                .Emit();
           }
         },
         [](uv_work_t* req, int) {

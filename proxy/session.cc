@@ -850,8 +850,10 @@ void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
       }
       // The gateway answers the login itself, once the maildrop is open.
       if (!gateway_) front_->LoginSucceeded(reply);
-      spdlog::debug("login ok: session={} client={} user={} backend={}", std::string(id()),
-                    peer_.Text(), LogSafe(user_), backend_name());
+      if (spdlog::should_log(spdlog::level::debug)) {
+        spdlog::debug("login ok: session={} client={} user={} backend={}", std::string(id()),
+                      peer_.Text(), LogSafe(user_), backend_name());
+      }
       StartStage(std::move(outcome.capabilities));
       return;
     case LoginOutcome::Kind::kAuthFailed:
@@ -912,13 +914,13 @@ void Session::LoginFailed(LoginReply reply, absl::string_view detail) {
                                                             : LoginResult::kAuthFailed);
   login_blocked_ = false;
   if (reply.kind == LoginReply::Kind::kUnavailable) {
-    LogEvent("backend_unavailable")
+    LogEvent("backend_unavailable", spdlog::level::warn)
         .Str("session", id())
         .Str("client", peer_.Text())
         .Safe("user", user_)
         .Str("backend", backend_name())
         .Quoted("detail", detail)
-        .Emit(spdlog::level::warn);
+        .Emit();
   } else {
     LogEvent("auth_failed")
         .Str("session", id())
@@ -1139,6 +1141,9 @@ const std::string& Session::backend_name() const {
 }
 
 void Session::LogEnd(absl::string_view reason) {
+  // Nothing is formatted for a logger above info (log.level warn under a
+  // login storm).
+  if (!spdlog::should_log(spdlog::level::info)) return;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                   started_)
                 .count();
