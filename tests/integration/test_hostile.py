@@ -16,6 +16,7 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 import unittest
 
@@ -124,6 +125,8 @@ class OutputBoundTest(fakes.LateStartTestCase):
         if pid:
             self.assertTrue(self.bed.postern.running(), "postern died during the flood")
             grew = peak - base
+            print("\n%d flooders: postern's RSS %.1f MiB -> peak %.1f MiB (+%.1f MiB)"
+                  % (len(flooders), base / 2**20, peak / 2**20, grew / 2**20), file=sys.stderr)
             self.assertLess(grew, RSS_GROWTH_LIMIT,
                             "postern's RSS grew by %d MiB (from %d MiB) while %d clients "
                             "pipelined without reading (%s commands sent)"
