@@ -39,6 +39,19 @@ A user's "headers" are added to the accepting answer; "answer" replaces it
 whole (a list of [name, value]) and "status" sets the HTTP status of the
 user's answers, for tests of odd answers.
 
+OAuth (Auth-Method xoauth2 or oauthbearer: Auth-Pass is the client's bearer
+token): with "introspection_url" in the file, the service asks that token
+introspection endpoint (RFC 7662: POST token=<token>, a JSON answer) and
+accepts when the answer is {"active": true, "username": <Auth-User>} and the
+user has an entry; without it, or for any other answer, it refuses. A
+user's "oauth" object is merged over the entry for OAuth logins (other
+"headers", "server", "ports": e.g. Auth-Master for a master login, or none
+so that the token goes on to the backend). The user's password plays no
+part in an OAuth login.
+
+    "introspection_url": "http://127.0.0.1:8080/introspect",
+    "users": {"dave": {"password": "!", "oauth": {"headers": {"Auth-Master": "yes"}}}}
+
 User names and passwords are compared as UTF-8 bytes after percent-decoding
 (never "+" to space: nginx leaves "+" alone).
 
@@ -76,6 +89,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 
 def _b(s):
@@ -188,7 +202,14 @@ class AuthService:
             if _b(name) == user:
                 entry = e
                 break
-        if entry is not None and _b(entry.get("password", "")) == password:
+        method = h.get("auth-method", "plain").lower()
+        if method in ("xoauth2", "oauthbearer"):
+            accepted = entry is not None and self.token_user(password) == user
+            if accepted:
+                entry = dict(entry, **entry.get("oauth", {}))
+        else:
+            accepted = entry is not None and _b(entry.get("password", "")) == password
+        if accepted:
             ports = dict(cfg.get("ports", {}))
             ports.update(entry.get("ports", {}))
             if protocol not in ports:
@@ -205,6 +226,25 @@ class AuthService:
         if wait and attempt < cfg.get("max_attempts", 10):
             out.append(("Auth-Wait", str(wait)))
         return out
+
+    def token_user(self, token):
+        """The user a bearer token belongs to, by the introspection
+        endpoint's answer (RFC 7662), as bytes; None for a token that is not
+        active, or when there is no endpoint or it fails."""
+        url = self.config.get("introspection_url")
+        if not url or not token:
+            return None
+        body = urllib.parse.urlencode({"token": token.decode("utf-8", "replace")}).encode()
+        req = urllib.request.Request(url, data=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                doc = json.load(r)
+        except (OSError, ValueError):
+            return None
+        if doc.get("active") is not True or not isinstance(doc.get("username"), str):
+            return None
+        return _b(doc["username"])
 
     def status_for(self, headers):
         """The HTTP status a user's entry asks for, or None."""
