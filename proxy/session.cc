@@ -420,7 +420,7 @@ void Session::AdoptTrustedId() {
     } else if (k == "x-originating-ip") {
       ip = v;
     } else if (k == "x-originating-port") {
-      absl::SimpleAtoi(v, &port);
+      if (!absl::SimpleAtoi(v, &port)) port = 0;
     }
   }
   if (!ip.empty()) {
@@ -769,10 +769,11 @@ void Session::OnRouted(const BackendConfig& b) {
   link.ttl = hops_ - 1;
   link.client_tls = client_->tls();
   link.sni = client_->tls_server_name();
-  connector_ = std::make_unique<BackendConnector>(
-      worker_.poller(), worker_.pool(), b, protocol, config_->timeouts, std::move(lr),
-      std::move(link),
-      [this](LoginOutcome o, ConnectionPtr conn) { OnConnected(std::move(o), std::move(conn)); });
+  connector_ = std::make_unique<BackendConnector>(worker_.poller(), worker_.pool(), b, protocol,
+                                                  config_->timeouts, std::move(lr), std::move(link),
+                                                  [this](LoginOutcome o, ConnectionPtr conn) {
+                                                    OnBackendLogin(std::move(o), std::move(conn));
+                                                  });
   backend_started_ns_ = uv_hrtime();
   backend_index_ =
       &b >= config_->backends.data() && &b < config_->backends.data() + config_->backends.size()
@@ -810,7 +811,7 @@ std::string Session::BackendIdArgs() const {
   return out;
 }
 
-void Session::OnConnected(LoginOutcome outcome, ConnectionPtr backend) {
+void Session::OnBackendLogin(LoginOutcome outcome, ConnectionPtr backend) {
   // We are inside the connector's callback: free it on a later turn.
   if (connector_) {
     BackendConnector* raw = connector_.release();

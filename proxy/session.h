@@ -136,7 +136,7 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   void DropLater(std::unique_ptr<T> p);
   // Drops what a login attempt held (the secret wiped).
   void ForgetLogin();
-  void OnConnected(LoginOutcome outcome, ConnectionPtr backend);
+  void OnBackendLogin(LoginOutcome outcome, ConnectionPtr backend);
   // The login failed (or was refused before reaching a backend): log it and
   // let the front answer.
   void LoginFailed(LoginReply reply, absl::string_view detail);
