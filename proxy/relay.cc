@@ -150,6 +150,14 @@ void Relay::OnReadable(Connection& c) {
     return;
   }
   const bool up = &c == &client_;
+  SpliceDir& d = up ? splice_->up : splice_->down;
+  if (d.pending > 0) {
+    // The receiver is full and the pipe holds bytes owed before anything
+    // read now (a drain restarts reading while they wait): its OnWritable
+    // resumes us. Checked first: a buffered read here would overtake them.
+    c.StopReading();
+    return;
+  }
   // Server to client: only literal payloads are spliced; the response lines
   // go through the tracker (ReadBuffered -> OnData).
   uint64_t limit = up ? UINT64_MAX : imap_.literal_remaining();
@@ -158,11 +166,6 @@ void Relay::OnReadable(Connection& c) {
     return;
   }
   Connection& to = Other(c);
-  SpliceDir& d = up ? splice_->up : splice_->down;
-  if (d.pending > 0) {
-    c.StopReading();  // the receiver is full; its OnWritable resumes us
-    return;
-  }
   // Bytes already queued for the receiver go first: until they are gone (or
   // without a pipe to lend), this event takes the buffered path.
   if (to.pending() > 0 || !worker_.pipes().Get(&d.pipe)) {
