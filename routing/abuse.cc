@@ -558,14 +558,15 @@ AbuseDecision AbuseGuard::Failed(absl::string_view ip, absl::string_view user) {
   if (!policy.enabled) return AbuseDecision();
   AbuseSubject s = AbuseSubject::Make(ip, user, policy.ipv6_prefix);
   AbuseDecision d = table_->Failed(s);
-  // Logged by the instance whose failure reached the limit.
+  // Logged by the instance whose failure reached the limit ("900 s", "0.5 s").
+  const std::string block_s = absl::StrCat(static_cast<double>(policy.block_for.count()) / 1000);
   if (policy.block_after_ip != 0 && d.ip_failures == policy.block_after_ip) {
-    spdlog::info("abuse: client IP {} blocked for {} s after {} failed logins", s.ip,
-                 policy.block_for.count() / 1000, d.ip_failures);
+    spdlog::info("abuse: client IP {} blocked for {} s after {} failed logins", s.ip, block_s,
+                 d.ip_failures);
   }
   if (policy.block_after_user != 0 && d.user_failures == policy.block_after_user) {
     spdlog::info("abuse: user \"{}\" blocked for {} s after {} failed logins",
-                 absl::CHexEscape(user), policy.block_for.count() / 1000, d.user_failures);
+                 absl::CHexEscape(user), block_s, d.user_failures);
   }
   if (redis_ != nullptr) {
     Write({"EVAL", kFailedScript, "3", RedisKey("ip:", s.ip), RedisKey("u:", s.user_hex),

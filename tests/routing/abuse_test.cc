@@ -528,6 +528,7 @@ TEST_F(AbuseFleetTest, InstancesSeeEachOthersFailures) {
 }
 
 TEST_F(AbuseFleetTest, BlockLearnedFromRedisEndsWithTheFleets) {
+  LogCapture log;
   policy_.block_for = 600ms;
   a_ = Make();
   b_ = Make();
@@ -535,6 +536,7 @@ TEST_F(AbuseFleetTest, BlockLearnedFromRedisEndsWithTheFleets) {
   Settle(a_);
   AbuseSubject ivy = S("203.0.113.9", "ivy");
   ASSERT_TRUE(a_.table->Check(ivy).blocked);
+  EXPECT_EQ(log.Count("user \"ivy\" blocked for 0.6 s after 10 failed logins"), 1) << log.text();
   // B learns of the block half-way through it...
   loop_.RunFor(300ms);
   EXPECT_TRUE(CheckNow(b_, "203.0.113.9", "ivy").blocked);
