@@ -41,7 +41,9 @@ margin.
 - /metrics on the admin endpoint: postern_abuse_total{action="delayed" |
   "blocked"} and postern_logins_total{result="blocked"} move by exactly the
   delayed failures and the refused logins of each instance, and
-  postern_backend_logins_total does not move for a refused one.
+  postern_backend_logins_total does not move for a refused one;
+  postern_redis_fallbacks_total{use="abuse"} moves with every login while
+  Redis is stopped, and at no other time.
 """
 
 import imaplib
@@ -261,6 +263,7 @@ class AbuseTest(routehelp.FleetTestCase):
             "logins_blocked": get("postern_logins_total", result="blocked"),
             "logins_auth_failed": get("postern_logins_total", result="auth_failed"),
             "backend_logins": get("postern_backend_logins_total", backend="store"),
+            "redis_fallbacks": get("postern_redis_fallbacks_total", use="abuse"),
         }
 
     def assert_moved(self, p, before, **want):
@@ -397,6 +400,9 @@ class AbuseTest(routehelp.FleetTestCase):
         marks = {p: self.mark(p) for p in ("A", "B")}
         for p in ("A", "B"):
             self.logs_in(p, "u20", "127.0.0.40")
+        before = {p: self.counters(p) for p in ("A", "B")}
+        self.assertEqual([before[p]["redis_fallbacks"] for p in ("A", "B")], [0.0, 0.0],
+                         "Redis was not usable before it was stopped")
         self.redis.stop()
         self.addCleanup(self.redis.start)  # for a test after this one
         t_stop = time.monotonic()
@@ -412,6 +418,12 @@ class AbuseTest(routehelp.FleetTestCase):
         self.wrong("B", "u24", "127.0.0.41", 1)
         self.wrong("A", "u25", "127.0.0.41", 3)
         self.wrong("B", "u26", "127.0.0.41", 2)
+        # Each of those logins found Redis unusable at least once (its check;
+        # the write after it again): postern_redis_fallbacks_total{use="abuse"}.
+        during = {p: self.counters(p) for p in ("A", "B")}
+        for p, attempts in (("A", 4 + 3), ("B", 4 + 2)):
+            moved = during[p]["redis_fallbacks"] - before[p]["redis_fallbacks"]
+            self.assertGreaterEqual(moved, attempts, "%s: fallbacks during the outage" % p)
         for p in ("A", "B"):
             lines = self.messages(p, marks[p], r"^abuse: Redis not usable")
             print("\n%s during the outage: %r" % (p, lines))
@@ -435,6 +447,7 @@ class AbuseTest(routehelp.FleetTestCase):
         print("outage %.1f s; reconnected %.1f s after the restart"
               % (t_start - t_stop, time.monotonic() - t_start))
         # Logins again (on each worker: several), which find Redis back.
+        after = {p: self.counters(p) for p in ("A", "B")}
         for p in ("A", "B"):
             for i in range(4):
                 self.logs_in(p, "u21", "127.0.0.40", "imap" if i % 2 == 0 else "pop3")
@@ -447,6 +460,8 @@ class AbuseTest(routehelp.FleetTestCase):
         for p in ("A", "B"):
             self.assert_message(p, marks[p], r"^abuse: Redis answers again: failed logins are "
                                 r"counted fleet-wide$")
+            self.assertEqual(self.counters(p)["redis_fallbacks"], after[p]["redis_fallbacks"],
+                             "%s: Redis not usable after it came back" % p)
 
     def test_5_backend_refusals_count_too(self):
         # The passthrough listener: Dovecot refuses the wrong passwords (a
