@@ -31,13 +31,13 @@ margin.
   sequence (the delays keep growing), the block made on A refuses on B, the
   counts are in Redis (`<prefix>abuse:ip:<address>`, TTL the block's), and
   the block ends on both instances when it ends in Redis;
+- refusals by Dovecot (passthrough) are delayed and counted toward a block
+  as well;
 - Redis stopped: right passwords log in on both instances at once, each
   counts failures on its own (B's first failure is answered after the first
   delay whatever A counted), each says so in its log; Redis back (empty): the
   clients reconnect, the log says so, and failures count across instances
   again;
-- refusals by Dovecot (passthrough) are delayed and counted toward a block
-  as well;
 - /metrics on the admin endpoint: postern_abuse_total{action="delayed" |
   "blocked"} and postern_logins_total{result="blocked"} move by exactly the
   delayed failures and the refused logins of each instance, and
@@ -396,15 +396,41 @@ class AbuseTest(routehelp.FleetTestCase):
         for p in ("B", "A", "B"):
             self.logs_in(p, "u17", ip)
 
-    def test_4_redis_stopped_then_back(self):
+    def test_4_backend_refusals_count_too(self):
+        # The passthrough listener: Dovecot refuses the wrong passwords (a
+        # backend login each, up to DOVECOT_TICK late), postern delays its
+        # answers and counts them; the block then refuses before Dovecot.
+        user = "u31"
+        before = self.counters("A")
+        mark = self.mark("A")
+        took = []
+        for n, ip in enumerate(("127.0.0.51", "127.0.0.52", "127.0.0.53", "127.0.0.54"), 1):
+            took.append(self.wrong("A", user, ip, n, listener="imaps-pt",
+                                   late=DOVECOT_TICK).seconds)
+        failed_at = time.monotonic() - delay_for(BLOCK_AFTER_USER)
+        print("\nrefused by Dovecot: answered after %s s" % ", ".join("%.2f" % t for t in took))
+        details = self.refusal_details("A", mark, user)
+        self.assertEqual(len(details), BLOCK_AFTER_USER, details)
+        for d in details:
+            self.assertTrue(d.startswith("backend: "), "not Dovecot's refusal: %r" % d)
+        self.blocked("A", user, "127.0.0.55", failed_at, listener="imaps-pt")
+        self.assertEqual(self.refusal_details("A", mark, user)[-1],
+                         "blocked: user blocked: 4 failed logins")
+        self.assert_moved("A", before, delayed=BLOCK_AFTER_USER,
+                          logins_auth_failed=BLOCK_AFTER_USER, backend_logins=BLOCK_AFTER_USER,
+                          blocked=1, logins_blocked=1)
+
+    def test_5_redis_stopped_then_back(self):
         marks = {p: self.mark(p) for p in ("A", "B")}
         for p in ("A", "B"):
             self.logs_in(p, "u20", "127.0.0.40")
         before = {p: self.counters(p) for p in ("A", "B")}
         self.assertEqual([before[p]["redis_fallbacks"] for p in ("A", "B")], [0.0, 0.0],
                          "Redis was not usable before it was stopped")
+        # Last in the file: a failure here would leave Redis reconnecting
+        # under the tests after it.
         self.redis.stop()
-        self.addCleanup(self.redis.start)  # for a test after this one
+        self.addCleanup(self.redis.start)
         t_stop = time.monotonic()
         # Logins go on on both instances (each worker of B: several logins),
         # with no wait for Redis.
@@ -462,30 +488,6 @@ class AbuseTest(routehelp.FleetTestCase):
                                 r"counted fleet-wide$")
             self.assertEqual(self.counters(p)["redis_fallbacks"], after[p]["redis_fallbacks"],
                              "%s: Redis not usable after it came back" % p)
-
-    def test_5_backend_refusals_count_too(self):
-        # The passthrough listener: Dovecot refuses the wrong passwords (a
-        # backend login each, up to DOVECOT_TICK late), postern delays its
-        # answers and counts them; the block then refuses before Dovecot.
-        user = "u31"
-        before = self.counters("A")
-        mark = self.mark("A")
-        took = []
-        for n, ip in enumerate(("127.0.0.51", "127.0.0.52", "127.0.0.53", "127.0.0.54"), 1):
-            took.append(self.wrong("A", user, ip, n, listener="imaps-pt",
-                                   late=DOVECOT_TICK).seconds)
-        failed_at = time.monotonic() - delay_for(BLOCK_AFTER_USER)
-        print("\nrefused by Dovecot: answered after %s s" % ", ".join("%.2f" % t for t in took))
-        details = self.refusal_details("A", mark, user)
-        self.assertEqual(len(details), BLOCK_AFTER_USER, details)
-        for d in details:
-            self.assertTrue(d.startswith("backend: "), "not Dovecot's refusal: %r" % d)
-        self.blocked("A", user, "127.0.0.55", failed_at, listener="imaps-pt")
-        self.assertEqual(self.refusal_details("A", mark, user)[-1],
-                         "blocked: user blocked: 4 failed logins")
-        self.assert_moved("A", before, delayed=BLOCK_AFTER_USER,
-                          logins_auth_failed=BLOCK_AFTER_USER, backend_logins=BLOCK_AFTER_USER,
-                          blocked=1, logins_blocked=1)
 
 
 if __name__ == "__main__":
