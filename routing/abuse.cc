@@ -38,6 +38,26 @@ end
 return out
 )lua";
 
+// A check: the IP's and the user's counts, each with what its key has left
+// (PTTL: -1 without an expiry, -2 gone), so that a block learned here ends
+// when the fleet's does. Returns {ip, ip_pttl, user, user_pttl}; a value
+// that is not a count is an error reply.
+constexpr char kCheckScript[] = R"lua(
+local out = {}
+for i = 1, 2 do
+  local v = redis.call('GET', KEYS[i])
+  local n, ttl = 0, -2
+  if v then
+    n = tonumber(v)
+    if n == nil then return redis.error_reply('not a count: ' .. KEYS[i]) end
+    ttl = redis.call('PTTL', KEYS[i])
+  end
+  out[2 * i - 1] = n
+  out[2 * i] = ttl
+end
+return out
+)lua";
+
 // A success: forgets the user's count, and takes the pair's count (this
 // user's failures from this IP) off the IP's. ARGV: window_ms, ip_limit.
 // Returns the pair's count.
@@ -169,8 +189,9 @@ AbuseSubject AbuseSubject::Make(absl::string_view ip, absl::string_view user, in
 
 // Counts by key in 32 shards, each under its own lock. A shard keeps two
 // lists in order of expiry (every entry in a list has the same lifetime,
-// counted from its last update, and an update moves it to the back): one
-// for entries below their limit, one for blocked ones. Expired entries are
+// counted from its last update, and an update moves it to the back; a block
+// synced from the fleet with less time left goes to its place in order):
+// one for entries below their limit, one for blocked ones. Expired entries are
 // swept from the fronts on every insertion; when a shard is full, the front
 // of the first list goes, and a blocked entry only when no other is left,
 // so that a flood of new names cannot lift a block.
@@ -204,8 +225,9 @@ class AbuseTable::Counts {
     return Value{it->n, it->blocked};
   }
 
-  // Sets the count (0: forgets the key).
-  void Set(const AbuseKey& k, uint32_t n, int64_t now) {
+  // Sets the count (0: forgets the key). `remaining_ms` (when >= 0): what a
+  // block has left elsewhere; a count that blocks then ends with it.
+  void Set(const AbuseKey& k, uint32_t n, int64_t now, int64_t remaining_ms = -1) {
     Shard& s = ShardOf(k);
     std::lock_guard<std::mutex> lock(s.mu);
     if (n == 0) {
@@ -213,9 +235,11 @@ class AbuseTable::Counts {
       return;
     }
     List::iterator it = FindOrInsert(s, k, now);
-    if (it->n == n && it->expires > now) return;  // unchanged: keep its expiry
+    if (it->n == n && it->expires > now && !(it->blocked && remaining_ms >= 0)) {
+      return;  // unchanged: keep its expiry
+    }
     it->n = n;
-    Place(s, it, now);
+    Place(s, it, now, remaining_ms);
   }
 
   // The count, and forgets the key.
@@ -294,14 +318,28 @@ class AbuseTable::Counts {
   bool Reached(uint32_t n) const { return block_after_ != 0 && n >= block_after_; }
 
   // Moves the entry to the back of the list its count belongs to, with a
-  // fresh lifetime.
-  void Place(Shard& s, List::iterator it, int64_t now) {
+  // fresh lifetime; or, for a block that has only `remaining_ms` left
+  // elsewhere (0 <= remaining_ms < block_for), with that lifetime, at its
+  // place in order of expiry (found from the back: once per block learned
+  // from the fleet, since a blocked entry is not synced again).
+  void Place(Shard& s, List::iterator it, int64_t now, int64_t remaining_ms = -1) {
     bool blocked = Reached(it->n);
     List& from = it->blocked ? s.blocked : s.counting;
     List& to = blocked ? s.blocked : s.counting;
     it->blocked = blocked;
-    it->expires = now + (blocked ? block_ms_ : window_ms_);
-    to.splice(to.end(), from, it);
+    if (!blocked || remaining_ms < 0 || remaining_ms >= block_ms_) {
+      it->expires = now + (blocked ? block_ms_ : window_ms_);
+      to.splice(to.end(), from, it);
+      return;
+    }
+    it->expires = now + remaining_ms;
+    List::iterator pos = to.end();
+    while (pos != to.begin()) {
+      List::iterator prev = std::prev(pos);
+      if (prev != it && prev->expires <= it->expires) break;
+      pos = prev;
+    }
+    to.splice(pos, from, it);
   }
 
   // The live entry for `k`, or a new one with a count of 0 (an expired one
@@ -408,10 +446,11 @@ void AbuseTable::Succeeded(const AbuseSubject& s) {
   if (own > 0) ips_->Subtract(s.ip_key, own, now);
 }
 
-void AbuseTable::Sync(const AbuseSubject& s, uint32_t ip_failures, uint32_t user_failures) {
+void AbuseTable::Sync(const AbuseSubject& s, uint32_t ip_failures, uint32_t user_failures,
+                      std::chrono::milliseconds ip_ttl, std::chrono::milliseconds user_ttl) {
   int64_t now = Now();
-  ips_->Set(s.ip_key, ip_failures, now);
-  users_->Set(s.user_key, user_failures, now);
+  ips_->Set(s.ip_key, ip_failures, now, ip_ttl.count());
+  users_->Set(s.user_key, user_failures, now, user_ttl.count());
 }
 
 AbuseTable::Stats AbuseTable::stats() const {
@@ -463,7 +502,7 @@ std::unique_ptr<AbuseGuard::Pending> AbuseGuard::Check(absl::string_view ip, abs
         std::string ip_key = RedisKey("ip:", op->subject.ip);
         std::string user_key = RedisKey("u:", op->subject.user_hex);
         op->read = redis_->Command(
-            {"MGET", ip_key, user_key},
+            {"EVAL", kCheckScript, "2", ip_key, user_key},
             [this, raw](absl::StatusOr<RedisValue> reply) { FinishCheck(raw, reply); },
             policy.redis_timeout);
         return op;
@@ -484,23 +523,27 @@ std::unique_ptr<AbuseGuard::Pending> AbuseGuard::Check(absl::string_view ip, abs
 void AbuseGuard::FinishCheck(CheckOp* op, const absl::StatusOr<RedisValue>& reply) {
   const AbuseSubject& s = op->subject;
   bool ok = false;
-  if (reply.ok() && reply->type == RedisValue::Type::kArray && reply->elements.size() == 2) {
-    std::optional<int64_t> ip =
-        reply->elements[0].is_nil() ? std::optional<int64_t>(0) : reply->elements[0].AsInteger();
-    std::optional<int64_t> user =
-        reply->elements[1].is_nil() ? std::optional<int64_t>(0) : reply->elements[1].AsInteger();
-    if (ip.has_value() && user.has_value()) {
+  if (reply.ok() && reply->type == RedisValue::Type::kArray && reply->elements.size() == 4) {
+    std::optional<int64_t> v[4];
+    for (size_t i = 0; i < 4; ++i) v[i] = reply->elements[i].AsInteger();
+    if (v[0].has_value() && v[1].has_value() && v[2].has_value() && v[3].has_value()) {
       // Redis is the reference while it answers: a success on another
-      // instance may have lowered a count this one still holds.
-      table_->Sync(s, Saturate(*ip), Saturate(*user));
+      // instance may have lowered a count this one still holds, and a
+      // block made elsewhere ends when it ends there.
+      table_->Sync(s, Saturate(*v[0]), Saturate(*v[2]), std::chrono::milliseconds(*v[1]),
+                   std::chrono::milliseconds(*v[3]));
       NoteRedisOk();
       ok = true;
     }
   }
   if (!ok) {
-    NoteFallback(reply.ok() ? absl::InternalError(
-                                  absl::StrCat("unexpected MGET reply ", reply->DebugString()))
-                            : reply.status());
+    absl::Status why = reply.status();
+    if (reply.ok()) {
+      why = absl::InternalError(
+          reply->is_error() ? reply->str
+                            : absl::StrCat("unexpected check reply ", reply->DebugString()));
+    }
+    NoteFallback(why);
   }
   AbuseDecision d = table_->Check(s);
   if (d.blocked) ++stats_.refused;
@@ -515,14 +558,15 @@ AbuseDecision AbuseGuard::Failed(absl::string_view ip, absl::string_view user) {
   if (!policy.enabled) return AbuseDecision();
   AbuseSubject s = AbuseSubject::Make(ip, user, policy.ipv6_prefix);
   AbuseDecision d = table_->Failed(s);
-  // Logged by the instance whose failure reached the limit.
+  // Logged by the instance whose failure reached the limit ("900 s", "0.5 s").
+  const std::string block_s = absl::StrCat(static_cast<double>(policy.block_for.count()) / 1000);
   if (policy.block_after_ip != 0 && d.ip_failures == policy.block_after_ip) {
-    spdlog::info("abuse: client IP {} blocked for {} s after {} failed logins", s.ip,
-                 policy.block_for.count() / 1000, d.ip_failures);
+    spdlog::info("abuse: client IP {} blocked for {} s after {} failed logins", s.ip, block_s,
+                 d.ip_failures);
   }
   if (policy.block_after_user != 0 && d.user_failures == policy.block_after_user) {
     spdlog::info("abuse: user \"{}\" blocked for {} s after {} failed logins",
-                 absl::CHexEscape(user), policy.block_for.count() / 1000, d.user_failures);
+                 absl::CHexEscape(user), block_s, d.user_failures);
   }
   if (redis_ != nullptr) {
     Write({"EVAL", kFailedScript, "3", RedisKey("ip:", s.ip), RedisKey("u:", s.user_hex),

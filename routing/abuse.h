@@ -137,7 +137,15 @@ class AbuseTable {
   // this IP off the IP's count (README: why not all of them).
   void Succeeded(const AbuseSubject& s);
   // Sets the local counts to the fleet's, as read from Redis (0: forgotten).
-  void Sync(const AbuseSubject& s, uint32_t ip_failures, uint32_t user_failures);
+  // `ip_ttl` / `user_ttl`: what the fleet's key has left (Redis PTTL), or
+  // negative when unknown. A count that blocks then ends when the fleet's
+  // block does, not a whole block_for after this call (an instance that
+  // learns of a block late must not hold it longer than the fleet, since
+  // it does not ask Redis again while blocked). Counts below the limit get
+  // a whole window from now: they are read from Redis again at each check.
+  void Sync(const AbuseSubject& s, uint32_t ip_failures, uint32_t user_failures,
+            std::chrono::milliseconds ip_ttl = std::chrono::milliseconds(-1),
+            std::chrono::milliseconds user_ttl = std::chrono::milliseconds(-1));
 
   struct Stats {
     size_t ips = 0, users = 0, pairs = 0;  // entries now (expired ones included until swept)

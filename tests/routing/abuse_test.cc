@@ -163,6 +163,75 @@ TEST(AbuseTableTest, BlockLastsBlockForThenCountsStartAgain) {
   EXPECT_FALSE(t.Failed(s).blocked);
 }
 
+TEST(AbuseTableTest, BlockSyncedFromTheFleetEndsWithIt) {
+  ManualClock clock;
+  AbusePolicy p;
+  p.window = 60s;
+  p.block_for = 300s;
+  p.block_after_user = 2;
+  AbuseTable t(p, clock.fn());
+  // Redis says: blocked, 100 s left. It ends here then too, not 300 s on.
+  AbuseSubject s = S("192.0.2.7", "alice");
+  t.Sync(s, 0, 2, -1ms, 100'000ms);
+  EXPECT_TRUE(t.Check(s).blocked);
+  // Unknown (no TTL in Redis), or longer than block_for: a whole block_for.
+  AbuseSubject u = S("192.0.2.7", "bob");
+  AbuseSubject v = S("192.0.2.7", "carol");
+  t.Sync(u, 0, 2, -1ms, -1ms);
+  t.Sync(v, 0, 2, -1ms, 900'000ms);
+  clock.now += 99'999;
+  EXPECT_TRUE(t.Check(s).blocked);
+  clock.now += 1;
+  EXPECT_FALSE(t.Check(s).blocked);
+  EXPECT_EQ(t.Check(s).user_failures, 0u);
+  clock.now += 199'999;
+  EXPECT_TRUE(t.Check(u).blocked);
+  EXPECT_TRUE(t.Check(v).blocked);
+  clock.now += 1;
+  EXPECT_FALSE(t.Check(u).blocked);
+  EXPECT_FALSE(t.Check(v).blocked);
+  // A count below the limit gets a whole window whatever Redis has left
+  // (it is read again at each check while Redis answers).
+  AbuseSubject w = S("192.0.2.7", "dave");
+  t.Sync(w, 0, 1, -1ms, 5'000ms);
+  clock.now += 59'999;
+  EXPECT_EQ(t.Check(w).user_failures, 1u);
+}
+
+TEST(AbuseTableTest, SyncedBlocksKeepTheOrderOfExpiry) {
+  // Three users whose entries share a shard (AbuseTable::Counts::ShardOf:
+  // the key's first two bytes, 32 shards), so that one shard's list holds
+  // a whole block_for block and, behind it, a block synced with less left.
+  auto shard = [](const AbuseSubject& s) {
+    const size_t lo = s.user_key.bytes[0];
+    const size_t hi = s.user_key.bytes[1];
+    return (lo | hi << 8) % 32;
+  };
+  std::vector<AbuseSubject> same;
+  const size_t want = shard(S("192.0.2.1", "n0"));
+  for (int i = 0; same.size() < 3; ++i) {
+    AbuseSubject c = S("192.0.2.1", absl::StrCat("n", i));
+    if (shard(c) == want) same.push_back(c);
+  }
+  ManualClock clock;
+  AbusePolicy p;
+  p.block_for = 300s;
+  p.block_after_user = 2;
+  p.block_after_ip = 0;
+  AbuseTable t(p, clock.fn());
+  t.Failed(same[0]);
+  ASSERT_TRUE(t.Failed(same[0]).blocked);  // ends in 300 s
+  t.Sync(same[1], 0, 2, -1ms, 10'000ms);   // ends in 10 s
+  ASSERT_EQ(t.stats().users, 2u);
+  clock.now += 10'000;
+  // A new entry in that shard sweeps the expired one, which was put ahead
+  // of the longer block (behind it, it would stay until that one ends).
+  t.Failed(same[2]);
+  EXPECT_EQ(t.stats().users, 2u);
+  EXPECT_TRUE(t.Check(same[0]).blocked);
+  EXPECT_FALSE(t.Check(same[1]).blocked);
+}
+
 TEST(AbuseTableTest, SuccessForgivesOnlyTheUsersOwnFailures) {
   ManualClock clock;
   AbusePolicy p;
@@ -458,6 +527,29 @@ TEST_F(AbuseFleetTest, InstancesSeeEachOthersFailures) {
   EXPECT_EQ(b_.guard->stats().redis_fallbacks, 0u);
 }
 
+TEST_F(AbuseFleetTest, BlockLearnedFromRedisEndsWithTheFleets) {
+  LogCapture log;
+  policy_.block_for = 600ms;
+  a_ = Make();
+  b_ = Make();
+  for (int i = 0; i < 10; ++i) a_.guard->Failed(absl::StrCat("192.0.2.", i), "ivy");
+  Settle(a_);
+  AbuseSubject ivy = S("203.0.113.9", "ivy");
+  ASSERT_TRUE(a_.table->Check(ivy).blocked);
+  EXPECT_EQ(log.Count("user \"ivy\" blocked for 0.6 s after 10 failed logins"), 1) << log.text();
+  // B learns of the block half-way through it...
+  loop_.RunFor(300ms);
+  EXPECT_TRUE(CheckNow(b_, "203.0.113.9", "ivy").blocked);
+  EXPECT_TRUE(b_.table->Check(ivy).blocked);
+  // ...and lifts it when Redis and A do, not 600 ms after it learned of it
+  // (while blocked, B does not ask Redis again).
+  loop_.RunFor(400ms);
+  EXPECT_EQ(server_.Cli({"EXISTS", Key("u:", ivy.user_hex)}), "0");
+  EXPECT_FALSE(a_.table->Check(ivy).blocked);
+  EXPECT_FALSE(b_.table->Check(ivy).blocked);
+  EXPECT_FALSE(CheckNow(b_, "203.0.113.9", "ivy").blocked);
+}
+
 TEST_F(AbuseFleetTest, SuccessOnOneInstanceClearsTheFleetCount) {
   a_ = Make();
   b_ = Make();
@@ -543,7 +635,7 @@ TEST_F(AbuseFleetTest, SlowRedisCostsAtMostTheTimeout) {
 TEST_F(AbuseFleetTest, Cancellation) {
   a_ = Make();
   int ran = 0;
-  // Cancelled while its MGET is on the wire.
+  // Cancelled while its check is on the wire.
   auto h = a_.guard->Check("192.0.2.1", "gina", [&](AbuseDecision) { ++ran; });
   h.reset();
   // Cancelled after the reply arrived, before it was delivered.
