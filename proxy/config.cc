@@ -1104,9 +1104,14 @@ absl::Status Parser::ParseDirectories(const Field& f, Config& config) const {
     for (absl::string_view k : {"path", "case_insensitive"}) {
       POSTERN_CONFIG_RETURN_IF_ERROR(only(k, DirectoryConfig::Type::kPasswdFile));
     }
-    for (absl::string_view k :
-         {"servers", "uri", "timeout", "max_connections", "max_queue", "headers"}) {
+    for (absl::string_view k : {"servers", "uri", "max_connections", "max_queue", "headers"}) {
       POSTERN_CONFIG_RETURN_IF_ERROR(only(k, DirectoryConfig::Type::kAuthHttp));
+    }
+    if (const Field* x = m.Find("timeout")) {
+      if (d.type == DirectoryConfig::Type::kPassthrough) {
+        return FieldError(*x, "only for type passwd-file or auth-http");
+      }
+      POSTERN_CONFIG_ASSIGN_OR_RETURN(d.timeout, Duration(*x));
     }
     if (d.type == DirectoryConfig::Type::kPasswdFile) {
       const Field* path = m.Find("path");
@@ -1128,9 +1133,6 @@ absl::Status Parser::ParseDirectories(const Field& f, Config& config) const {
       if (const Field* x = m.Find("uri")) {
         POSTERN_CONFIG_ASSIGN_OR_RETURN(d.uri, Token(*x));
         if (d.uri.front() != '/') return FieldError(*x, "must start with '/'");
-      }
-      if (const Field* x = m.Find("timeout")) {
-        POSTERN_CONFIG_ASSIGN_OR_RETURN(d.timeout, Duration(*x));
       }
       if (const Field* x = m.Find("max_connections")) {
         POSTERN_CONFIG_ASSIGN_OR_RETURN(uint64_t v, Integer(*x, 1, 1024));

@@ -100,8 +100,8 @@ WorkerView::WorkerView(Worker& worker, std::shared_ptr<const Snapshot> snapshot,
         directories_[d.name] = std::make_unique<PassthroughDirectory>(post);
         break;
       case DirectoryConfig::Type::kPasswdFile:
-        directories_[d.name] =
-            std::make_unique<PasswdFileDirectory>(snapshot_->passwd_files.at(d.name), loop, post);
+        directories_[d.name] = std::make_unique<PasswdFileDirectory>(
+            snapshot_->passwd_files.at(d.name), loop, post, d.timeout);
         break;
       case DirectoryConfig::Type::kAuthHttp: {
         AuthHttpOptions o;

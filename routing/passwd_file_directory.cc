@@ -19,7 +19,22 @@ namespace {
 struct LookupState {
   Directory::Done done;
   bool cancelled = false;
+  // A slow hash's deadline and work, while both are pending.
+  uv_timer_t* deadline = nullptr;
+  uv_work_t* work = nullptr;
 };
+
+// Stops and frees a lookup's deadline timer (its data: a reference to the
+// state).
+void CloseDeadline(LookupState* s) {
+  if (s->deadline == nullptr) return;
+  uv_timer_stop(s->deadline);
+  uv_close(reinterpret_cast<uv_handle_t*>(s->deadline), [](uv_handle_t* h) {
+    delete static_cast<std::shared_ptr<LookupState>*>(h->data);
+    delete reinterpret_cast<uv_timer_t*>(h);
+  });
+  s->deadline = nullptr;
+}
 
 class LookupHandle final : public Directory::Lookup {
  public:
@@ -119,8 +134,8 @@ absl::Status PasswdFileSource::Reload() {
 }
 
 PasswdFileDirectory::PasswdFileDirectory(std::shared_ptr<PasswdFileSource> source, uv_loop_t* loop,
-                                         Poster post)
-    : source_(std::move(source)), loop_(loop), post_(std::move(post)) {}
+                                         Poster post, std::chrono::milliseconds timeout)
+    : source_(std::move(source)), loop_(loop), post_(std::move(post)), timeout_(timeout) {}
 
 DirectoryAnswer PasswdFileDirectory::Answer(const PasswdEntry& entry, bool matched,
                                             absl::string_view protocol) {
@@ -252,6 +267,8 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
       [](uv_work_t* req, int status) {
         auto* w = static_cast<VerifyWork*>(req->data);
         OPENSSL_cleanse(w->password.data(), w->password.size());
+        w->state->work = nullptr;
+        CloseDeadline(w->state.get());
         if (status == 0) {
           Deliver(w->state, w->decoy ? Refusal("unknown user")
                             : w->error
@@ -274,6 +291,27 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
     Done d = std::move(state->done);
     return PostAnswer(post_, std::move(d), std::move(a));
   }
+  state->work = &w->req;
+  // The lookup's own bound: a pool busy with other hashes (a flood of slow
+  // schemes) answers "unavailable" instead of keeping the client waiting.
+  // The work is dropped from the queue if it has not started; a hash
+  // already running finishes and its answer goes nowhere.
+  auto* t = new uv_timer_t;
+  uv_timer_init(loop_, t);
+  t->data = new std::shared_ptr<LookupState>(state);
+  state->deadline = t;
+  uv_timer_start(
+      t,
+      [](uv_timer_t* timer) {
+        std::shared_ptr<LookupState> s = *static_cast<std::shared_ptr<LookupState>*>(timer->data);
+        CloseDeadline(s.get());
+        if (s->work != nullptr) uv_cancel(reinterpret_cast<uv_req_t*>(s->work));
+        DirectoryAnswer a;
+        a.verdict = DirectoryAnswer::Verdict::kUnavailable;
+        a.detail = "password check timed out";
+        Deliver(s, std::move(a));
+      },
+      static_cast<uint64_t>(timeout_.count()), 0);
   return std::make_unique<LookupHandle>(state);
 }
 

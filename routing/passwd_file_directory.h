@@ -77,7 +77,10 @@ class PasswdFileSource {
 class PasswdFileDirectory final : public Directory {
  public:
   // `loop`: the worker's loop (the thread pool reports back to it).
-  PasswdFileDirectory(std::shared_ptr<PasswdFileSource> source, uv_loop_t* loop, Poster post);
+  // `timeout`: how long a slow hash may wait and run on the thread pool
+  // before the lookup is answered kUnavailable (directories[].timeout).
+  PasswdFileDirectory(std::shared_ptr<PasswdFileSource> source, uv_loop_t* loop, Poster post,
+                      std::chrono::milliseconds timeout = std::chrono::milliseconds(5'000));
   std::unique_ptr<Lookup> Start(const DirectoryRequest& request, Done done) override;
   bool ChecksSecrets() const override { return true; }
   std::string Name() const override { return "passwd-file:" + source_->name(); }
@@ -94,6 +97,7 @@ class PasswdFileDirectory final : public Directory {
   std::shared_ptr<PasswdFileSource> source_;
   uv_loop_t* loop_;
   Poster post_;
+  std::chrono::milliseconds timeout_;
 };
 
 }  // namespace postern

@@ -6,6 +6,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -131,6 +133,36 @@ TEST_F(PasswdFileDirectoryTest, ExtraFieldsNologinUnknownAndTokens) {
   EXPECT_EQ(Ask("nobody", "pw").verdict, DirectoryAnswer::Verdict::kRefuse);
   EXPECT_EQ(Ask("bob", "pw", DirectoryRequest::Mechanism::kXoauth2).verdict,
             DirectoryAnswer::Verdict::kRefuse);
+}
+
+TEST_F(PasswdFileDirectoryTest, ASlowHashWaitingForABusyPoolTimesOut) {
+  // Every thread of the pool busy for 400 ms (libuv's default: 4; more
+  // when UV_THREADPOOL_SIZE says so), then a lookup with a 50 ms bound.
+  const char* env = getenv("UV_THREADPOOL_SIZE");
+  const int threads = env != nullptr ? std::max(1, atoi(env)) : 4;
+  std::vector<uv_work_t> busy(static_cast<size_t>(threads));
+  for (uv_work_t& w : busy) {
+    uv_queue_work(
+        loop_.loop(), &w, [](uv_work_t*) { usleep(400'000); }, [](uv_work_t*, int) {});
+  }
+  PasswdFileDirectory d(source_, loop_.loop(), loop_.poster(), std::chrono::milliseconds(50));
+  DirectoryRequest r;
+  r.user = "alice";  // SHA512-CRYPT: the thread pool
+  r.secret = "s3cret";
+  std::optional<DirectoryAnswer> got;
+  std::chrono::steady_clock::duration took{};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto lookup = d.Start(r, [&](DirectoryAnswer a) {
+    took = std::chrono::steady_clock::now() - t0;
+    got = std::move(a);
+  });
+  loop_.Run();
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->verdict, DirectoryAnswer::Verdict::kUnavailable);
+  EXPECT_EQ(got->detail, "password check timed out");
+  EXPECT_LT(took, std::chrono::milliseconds(300));
+  // With the pool free again the same lookup answers.
+  EXPECT_EQ(Ask("alice", "s3cret").verdict, DirectoryAnswer::Verdict::kAccept);
 }
 
 TEST_F(PasswdFileDirectoryTest, CanceledLookupsNeverAnswer) {
