@@ -430,15 +430,16 @@ class ImapIdToDovecotTest(harness.BedTestCase):
         self.assertIn("rip=127.0.0.1,", mine[0])
 
 
-@proxy_only
-class ImapIdToFakeBackendTest(fakes.LateStartTestCase):
-    """What postern's ID command toward the backend holds: the client's RFC
-    2971 fields, its own x- fields, nothing the client made up."""
+class OneFakeBackend(fakes.LateStartTestCase):
+    """Every login goes to one fake backend (IMAP and POP3 on one port);
+    fake_handler makes its handler (None: the tests reset() it)."""
+
+    fake_handler = None
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.fake = fakes.FakeBackend(fakes.imap_server())
+        cls.fake = fakes.FakeBackend(cls.fake_handler() if cls.fake_handler else None)
         cls.addClassCleanup(cls.fake.close)
 
     @classmethod
@@ -446,6 +447,14 @@ class ImapIdToFakeBackendTest(fakes.LateStartTestCase):
         return {"backends": [{"name": "fake", "address": harness.HOST,
                               "imap_port": cls.fake.port, "pop3_port": cls.fake.port}],
                 "routing": {"default_backend": "fake", "users": None}}
+
+
+@proxy_only
+class ImapIdToFakeBackendTest(OneFakeBackend):
+    """What postern's ID command toward the backend holds: the client's RFC
+    2971 fields, its own x- fields, nothing the client made up."""
+
+    fake_handler = staticmethod(fakes.imap_server)
 
     def backend_id(self, client_id):
         self.fake.reset(fakes.imap_server())
@@ -515,7 +524,7 @@ class LimitsTest(fakes.LateStartTestCase):
 
 
 @proxy_only
-class LongCredentialsTest(fakes.LateStartTestCase):
+class LongCredentialsTest(OneFakeBackend):
     """User names and passwords of a few KB as literals pass postern's parser
     and reach the backend whole; the backend's refusal is what the client
     gets. (A fake backend: Dovecot's own login process takes at most 4 KiB of
@@ -523,17 +532,7 @@ class LongCredentialsTest(fakes.LateStartTestCase):
 
     postern_overrides = {"limits": {"max_line": None, "max_prelogin_literal": None}}
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.fake = fakes.FakeBackend(fakes.imap_server())
-        cls.addClassCleanup(cls.fake.close)
-
-    @classmethod
-    def extra_config(cls):
-        return {"backends": [{"name": "fake", "address": harness.HOST,
-                              "imap_port": cls.fake.port, "pop3_port": cls.fake.port}],
-                "routing": {"default_backend": "fake", "users": None}}
+    fake_handler = staticmethod(fakes.imap_server)
 
     def test_login_with_4k_literals(self):
         user, password = "u" * 4096, "p" * 4096
@@ -629,22 +628,11 @@ class LogInjectionTest(harness.BedTestCase):
 # --- 7b. XCLIENT offered in CAPA only ----------------------------------------------------
 
 @proxy_only
-class Pop3XclientFromCapaTest(fakes.LateStartTestCase):
+class Pop3XclientFromCapaTest(OneFakeBackend):
     """A POP3 backend whose greeting does not name XCLIENT but whose CAPA
     lists it is told the real client with XCLIENT before the login (issue
     10); one whose CAPA does not list it, or that refuses CAPA, is not."""
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.fake = fakes.FakeBackend()
-        cls.addClassCleanup(cls.fake.close)
-
-    @classmethod
-    def extra_config(cls):
-        return {"backends": [{"name": "fake", "address": harness.HOST,
-                              "imap_port": cls.fake.port, "pop3_port": cls.fake.port}],
-                "routing": {"default_backend": "fake", "users": None}}
 
     def login(self, **kw):
         got = []
