@@ -98,8 +98,9 @@ inline DialogueSetup ReadDialogueSetup(FuzzInput& in) {
 // directory's or backend's answer (codes and texts sanitized).
 inline LoginReply AnswerFor(uint8_t choice) {
   static const char* const kCodes[] = {"", "EXPIRED", "SYS/TEMP", "ALERT"};
+  static constexpr char kEvil[] = "evil\r\n* OK forged\0\x01 line";  // a NUL inside
   static const absl::string_view kTexts[] = {
-      "", "Mailbox moved", absl::string_view("evil\r\n* OK forged\0\x01 line", 27),
+      "", "Mailbox moved", absl::string_view(kEvil, sizeof(kEvil) - 1),
       "\xff\xfe long text from a backend that goes on and on and on and on"};
   LoginReply r;
   r.kind = static_cast<LoginReply::Kind>(choice % 4);
