@@ -253,6 +253,33 @@ TEST_F(ConnectionTest, WriteToResetPeerFailsFromTheLoop) {
   EXPECT_EQ(0u, client_->pending());
 }
 
+TEST_F(ConnectionTest, AnFdCopyOutlivingTheConnectionGetsItNoEvents) {
+  // Each socket leaves the epoll set before its fd is closed. A copy of the
+  // fd (dup'd, or inherited by a child) keeps the open file alive, and an
+  // epoll registration belongs to the open file, not to the fd: were it left
+  // to close(2), the poller would go on reporting the socket to a Connection
+  // that is gone (a use after free; the ASan+UBSan build reports it).
+  const int copy = dup(client_->fd());
+  ASSERT_GE(copy, 0);
+  const size_t before = poller_->watched();
+  client_->Close(/*abort=*/true);
+  client_.reset();
+  for (int i = 0; i < 20; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_EQ(before - 1, poller_->watched());
+  accepted_->Write(std::string(1000, 'x'));  // readable again, through the copy
+  for (int i = 0; i < 50; ++i) uv_run(&loop_, UV_RUN_NOWAIT);
+  EXPECT_EQ("", client_side_.received);  // nothing reached the closed connection
+  char buf[2048];
+  ssize_t got = 0;
+  for (int i = 0; i < 100 && got < 1000; ++i) {
+    ssize_t n = recv(copy, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) got += n;
+    if (n <= 0) usleep(1000);
+  }
+  EXPECT_EQ(1000, got);  // the bytes were there for the copy all along
+  close(copy);
+}
+
 // Worker::Listen sets TCP_NODELAY and keepalive on the listening socket only,
 // relying on Linux copying them into every accepted socket.
 TEST(ListenerOptionsTest, AcceptedSocketsInheritNoDelayAndKeepalive) {
