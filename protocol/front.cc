@@ -73,7 +73,9 @@ std::string SanitizeReplyText(absl::string_view text, size_t max) {
     if (out.size() >= max) break;
     const auto u = static_cast<unsigned char>(c);
     if (u < 0x20 || u == 0x7f) continue;
-    out.push_back(c);
+    // RFC 3501 section 9 (resp-text: CHAR is 7-bit) and POP3's replies: a
+    // client that did not ask for UTF-8 gets ASCII.
+    out.push_back(u >= 0x80 ? '?' : c);
   }
   return out;
 }

@@ -206,8 +206,8 @@ enum class Notice {
 absl::string_view NoticeText(bool imap, Notice notice);
 
 // Text from a backend or a directory for a client reply: control bytes
-// dropped, at most `max` bytes (RFC 2449 section 4: a POP3 first line is at
-// most 512 octets; DIGEST e.21).
+// dropped, bytes outside ASCII made '?', at most `max` bytes (RFC 2449 section 4: a POP3 first line
+// is at most 512 octets; DIGEST e.21).
 std::string SanitizeReplyText(absl::string_view text, size_t max = 400);
 // A response code a backend gave, if it is safe to repeat: ATOM-CHARs and
 // '/' only (RFC 9051 section 9 resp-text-code atoms, RFC 2449 section 8

@@ -464,6 +464,8 @@ TEST(Pop3FrontTest, SameAnswersAtEverySplit) {
 
 TEST(FrontTextTest, SanitizersKeepOnlySafeBytes) {
   EXPECT_EQ(SanitizeReplyText("a\r\nb\x01 c\x7f"), "ab c");
+  // 8-bit text (invalid UTF-8 here) never reaches a 7-bit reply.
+  EXPECT_EQ(SanitizeReplyText("d\xc3\xa9plac\xff"), "d??plac?");
   EXPECT_EQ(SanitizeReplyText(std::string(600, 'x'), 512).size(), 512u);
   EXPECT_EQ(SanitizeResponseCode("SYS/TEMP"), "SYS/TEMP");
   EXPECT_EQ(SanitizeResponseCode("ALERT] forged ["), "");
