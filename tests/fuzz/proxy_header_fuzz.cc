@@ -193,8 +193,10 @@ void CheckRoundTrip(const ProxyHeader& h) {
   PROXY_FUZZ_CHECK(o.header.authority == h.authority && o.header.alpn == h.alpn);
   PROXY_FUZZ_CHECK(o.header.unique_id == h.unique_id && o.header.crc32c);
   PROXY_FUZZ_CHECK(o.header.ssl.client_ssl() == tlvs.ssl);
-  PROXY_FUZZ_CHECK(o.header.ssl.version == h.ssl.version);
-  PROXY_FUZZ_CHECK(o.header.ssl.cipher == h.ssl.cipher);
+  // The writer describes a TLS client only (PP2_CLIENT_SSL set): a header
+  // whose SSL TLV had that bit clear loses its version and cipher.
+  PROXY_FUZZ_CHECK(o.header.ssl.version == (tlvs.ssl ? h.ssl.version : ""));
+  PROXY_FUZZ_CHECK(o.header.ssl.cipher == (tlvs.ssl ? h.ssl.cipher : ""));
 }
 
 void FuzzParser(Input& in) {
