@@ -63,9 +63,15 @@ Front::Step Pop3Front::ProcessOne(Buffer& in) {
     case Pop3CommandReader::Event::kLine:  // only from NextLine()
       return Step::kNeedMore;
     case Pop3CommandReader::Event::kError:
-    case Pop3CommandReader::Event::kFatal:  // not with an unlimited reader budget
       Err(reader_->error_text());
       return ended_ ? Step::kStopped : Step::kHandled;
+    case Pop3CommandReader::Event::kFatal:
+      // The reader takes nothing more from this client (a NUL byte in a
+      // command): one answer and the end, not one per remaining error of
+      // the budget (found by the pop3_front fuzzer).
+      host_.Send(absl::StrCat("-ERR ", reader_->error_text(), "\r\n"));
+      EndSession(reader_->error_text());
+      return Step::kStopped;
     case Pop3CommandReader::Event::kCommand:
       HandleCommand(reader_->command());
       return ended_ || waiting_login_ ? Step::kStopped : Step::kHandled;

@@ -31,7 +31,8 @@
 //   - nothing is sent after the session ended, nor while a login is pending;
 //   - Login() only on an encrypted connection or where plaintext auth is
 //     allowed, never while another is pending, at most max_auth_attempts
-//     times; never with a CR, LF or NUL in a user name;
+//     refused ones (an "unavailable" answer does not count); never with a
+//     CR, LF or NUL in a user name;
 //   - a failed TLS start ends the session (nothing goes on in plaintext);
 //   - a trusted-proxy field only from a trusted client;
 //   - ProcessOne() makes progress: no more kHandled steps than input bytes
@@ -212,6 +213,7 @@ Transcript RunDialogue(const DialogueSetup& setup, const std::vector<absl::strin
   size_t handled = 0;
   size_t fed = 0;
   size_t answered = 0;
+  size_t refused = 0;
   for (const absl::string_view piece : pieces) {
     if (host.ended_ || front.logged_in()) break;
     in.Append(piece);
@@ -231,9 +233,12 @@ Transcript RunDialogue(const DialogueSetup& setup, const std::vector<absl::strin
       }
       if (step == Front::Step::kStopped && host.pending_login_) {
         POSTERN_FUZZ_CHECK(front.waiting_for_login());
-        POSTERN_FUZZ_CHECK(answered < setup.options.max_auth_attempts);
+        // Refusals count toward max_auth_attempts; "unavailable" answers
+        // (a backend or directory down) do not.
+        POSTERN_FUZZ_CHECK(refused < setup.options.max_auth_attempts);
         const LoginReply reply = AnswerFor(setup.answers[answered % 8]);
         ++answered;
+        if (reply.kind != LoginReply::Kind::kUnavailable) ++refused;
         host.pending_login_ = false;
         if (reply.kind == LoginReply::Kind::kOk) {
           front.LoginSucceeded(reply);

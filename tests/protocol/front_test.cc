@@ -365,6 +365,16 @@ TEST(ImapFrontTest, SameAnswersAtEverySplit) {
   EXPECT_EQ(bytes.Take(), expected);
 }
 
+TEST(Pop3FrontTest, ANulByteGetsOneAnswerAndTheEnd) {
+  FrontOptions o = Tls();
+  o.error_budget = 10;
+  Driver d(false, o);
+  d.Take();
+  d.Feed(std::string("USER a\0b\r\nNOOP\r\n", 14));
+  EXPECT_EQ(d.Take(), "-ERR NUL byte in command\r\n");
+  EXPECT_FALSE(d.host().ended.empty());
+}
+
 TEST(Pop3FrontTest, GreetsAndAnswersBeforeLogin) {
   Driver d(false, Tls());
   EXPECT_EQ(d.Take(), "+OK postern ready.\r\n");
