@@ -173,6 +173,20 @@ class Front {
   // when the error budget was already spent: error_budget errors are
   // answered, the next one closes.
   bool SpendError(absl::string_view bye);
+  // The rest of an overlong SASL response line is not a command: it is
+  // dropped up to its LF, however the bytes are cut. True while more of it
+  // may come.
+  bool SkipTail(Buffer& in) {
+    if (!skip_tail_) return false;
+    const size_t lf = in.Find('\n');
+    if (lf == Buffer::npos) {
+      in.Clear();
+      return true;
+    }
+    in.Drain(lf + 1);
+    skip_tail_ = false;
+    return false;
+  }
   void EndSession(absl::string_view reason) {
     ended_ = true;
     host_.End(reason);
@@ -189,6 +203,7 @@ class Front {
   bool waiting_login_ = false;
   bool logged_in_ = false;
   bool ended_ = false;
+  bool skip_tail_ = false;  // see SkipTail
 };
 
 // One-line notices a driver sends before it closes a session itself.

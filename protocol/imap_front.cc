@@ -92,6 +92,7 @@ void ImapFront::Bad(absl::string_view text) {
 
 Front::Step ImapFront::ProcessOne(Buffer& in) {
   if (ended_ || waiting_login_ || logged_in_) return Step::kStopped;
+  if (SkipTail(in)) return Step::kNeedMore;
   if (oauth_refusal_ != nullptr) {
     // Any line (the %x01 dummy response, or "*") ends the exchange.
     absl::string_view line;
@@ -145,9 +146,9 @@ Front::Step ImapFront::ProcessSasl(Buffer& in) {
   }
   if (st == LineSplitter::Status::kTooLong) {
     in.Drain(consumed);
+    skip_tail_ = sasl_->lines.discarding();
     // The rest of the overlong line is not a command: the splitter would
-    // skip it, but it goes with the exchange. Treat the line as the end of
-    // the exchange and let the command parser skip what follows.
+    // skip it, but it goes with the exchange; SkipTail drops it instead.
     sasl_.reset();
     Bad("[TOOBIG] SASL response too long.");
     return ended_ ? Step::kStopped : Step::kHandled;

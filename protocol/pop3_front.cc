@@ -47,6 +47,7 @@ void Pop3Front::Err(absl::string_view text) {
 
 Front::Step Pop3Front::ProcessOne(Buffer& in) {
   if (ended_ || waiting_login_ || logged_in_) return Step::kStopped;
+  if (SkipTail(in)) return Step::kNeedMore;
   if (oauth_refusal_ != nullptr) {
     absl::string_view line;
     size_t consumed = 0;
@@ -89,6 +90,7 @@ Front::Step Pop3Front::ProcessSasl(Buffer& in) {
   }
   if (st == LineSplitter::Status::kTooLong) {
     in.Drain(consumed);
+    skip_tail_ = sasl_->lines.discarding();
     sasl_.reset();
     Err("SASL response too long.");
     return ended_ ? Step::kStopped : Step::kHandled;

@@ -365,6 +365,21 @@ TEST(ImapFrontTest, SameAnswersAtEverySplit) {
   EXPECT_EQ(bytes.Take(), expected);
 }
 
+TEST(Pop3FrontTest, TheTailOfAnOverlongSaslLineIsNotACommand) {
+  // However the bytes are cut (found by the pop3_front fuzzer: in pieces,
+  // the tail was parsed as a command).
+  FrontOptions o = Tls();
+  o.max_sasl_line = 16;
+  Driver d(false, o);
+  d.Take();
+  d.Feed("AUTH PLAIN\r\n");
+  EXPECT_EQ(d.Take(), "+ \r\n");
+  d.Feed(std::string(40, 'A'));
+  d.Feed("QUIT but not a command\r\nNOOP\r\n");
+  EXPECT_EQ(d.Take(), "-ERR SASL response too long.\r\n+OK\r\n");
+  EXPECT_TRUE(d.host().ended.empty());
+}
+
 TEST(Pop3FrontTest, ANulByteGetsOneAnswerAndTheEnd) {
   FrontOptions o = Tls();
   o.error_budget = 10;
