@@ -187,34 +187,26 @@ LogEvent& LogEvent::Quoted(absl::string_view key, absl::string_view value, size_
   return *this;
 }
 
-LogEvent& LogEvent::Num(absl::string_view key, int64_t value) {
+LogEvent& LogEvent::Bare(absl::string_view key, absl::string_view text) {
   if (!on_) return *this;
   if (json_) {
-    absl::StrAppend(&out_, ",\"", key, "\":", value);
+    absl::StrAppend(&out_, ",\"", key, "\":", text);
   } else {
-    absl::StrAppend(&out_, " ", key, "=", value);
+    absl::StrAppend(&out_, " ", key, "=", text);
   }
   return *this;
+}
+
+LogEvent& LogEvent::Num(absl::string_view key, int64_t value) {
+  return on_ ? Bare(key, absl::StrCat(value)) : *this;
 }
 
 LogEvent& LogEvent::Num(absl::string_view key, uint64_t value) {
-  if (!on_) return *this;
-  if (json_) {
-    absl::StrAppend(&out_, ",\"", key, "\":", value);
-  } else {
-    absl::StrAppend(&out_, " ", key, "=", value);
-  }
-  return *this;
+  return on_ ? Bare(key, absl::StrCat(value)) : *this;
 }
 
 LogEvent& LogEvent::Flag(absl::string_view key, bool value) {
-  if (!on_) return *this;
-  if (json_) {
-    absl::StrAppend(&out_, ",\"", key, "\":", value ? "true" : "false");
-  } else {
-    absl::StrAppend(&out_, " ", key, "=", value ? "true" : "false");
-  }
-  return *this;
+  return Bare(key, value ? "true" : "false");
 }
 
 void LogEvent::Emit() {

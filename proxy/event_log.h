@@ -58,6 +58,8 @@ class LogEvent {
   void Emit();
 
  private:
+  // A number or a boolean: unquoted in both forms.
+  LogEvent& Bare(absl::string_view key, absl::string_view text);
   spdlog::level::level_enum level_;
   bool on_;  // the logger takes this level
   bool json_;
