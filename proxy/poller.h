@@ -58,6 +58,8 @@ class Poller {
   size_t watched() const { return watched_; }
 
  private:
+  friend class PollerTestPeer;  // tests/proxy/poller_test.cc: a failed poll callback
+
   // Our books and this batch's pending events, after a removal.
   void Forget(Watcher* w);
   int Ctl(int op, int fd, uint32_t events, Watcher* w);
