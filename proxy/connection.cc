@@ -134,6 +134,10 @@ void Connection::UpdateInterest(bool settle) {
   // to write, leaves the set (a hang-up is level-triggered and would be
   // reported on every turn).
   const bool watch = want != 0 || !ended_;
+  // Never registered and nothing to wait for yet (an accepted socket whose
+  // session has not started reading): registering it now would only be
+  // followed by a modification in the same turn.
+  if (!registered_ && want == 0) return;
   if (watch == registered_ && (!watch || want == interest_)) return;
   if (!watch) {
     poller_->Remove(fd_, this);
@@ -475,12 +479,14 @@ void Connection::Close(bool abort) {
   uv_timer_start(
       &closing_state_->linger,
       [](uv_timer_t* t) { static_cast<Connection*>(t->data)->OnLingerTimeout(); }, linger_ms_, 0);
-  closing_state_->unsent = Unsent();
   closing_state_->started = uv_now(poller_->loop());
   if (abort || fd_ < 0 || connecting_ || (ended_ && out_.empty())) {
     Abandon(/*reset=*/abort);
     return;
   }
+  // What the linger's progress is judged against (a syscall: only for a
+  // connection that lingers).
+  closing_state_->unsent = Unsent();
   if (engine_ && engine_->handshake_done()) {
     engine_->Shutdown();
     out_.MoveFrom(engine_->cipher_out());

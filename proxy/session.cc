@@ -453,7 +453,7 @@ DirectoryRequest Session::MakeDirectoryRequest() const {
   r.protocol = ProtocolName(listener_.protocol);
   r.client_ip = peer_.IpText();
   r.client_port = peer_.port;
-  const PeerAddress local = PeerAddress::Local(client_->fd());
+  const PeerAddress local = LocalAddress();
   r.local_ip = local.IpText();
   r.local_port = local.port;
   r.tls = client_->tls();
@@ -700,8 +700,9 @@ void Session::OnRouted(const BackendConfig& b) {
   // A POP3 client on a gateway backend is served over the backend's IMAP.
   gateway_ = listener_.protocol == Protocol::kPop3 && b.pop3_mode == Pop3Mode::kGateway;
   const Protocol protocol = gateway_ ? Protocol::kImap : listener_.protocol;
+  const PeerAddress local = LocalAddress();
   LoginRequest lr;
-  if (protocol == Protocol::kImap) lr.imap_id_args = BackendIdArgs();
+  if (protocol == Protocol::kImap) lr.imap_id_args = BackendIdArgs(local);
   // Who logs in to the backend. After a directory checked the login, a
   // backend with a master user (or a directory that asks for one) gets
   // AUTHENTICATE PLAIN as the master acting as the user: the backend never
@@ -764,7 +765,7 @@ void Session::OnRouted(const BackendConfig& b) {
     link.source = &b.source_addresses[turn % b.source_addresses.size()];
   }
   link.client = peer_;
-  link.local = PeerAddress::Local(client_->fd());
+  link.local = local;
   link.session_id = std::string(id());
   link.ttl = hops_ - 1;
   link.client_tls = client_->tls();
@@ -782,7 +783,17 @@ void Session::OnRouted(const BackendConfig& b) {
   connector_->Start();
 }
 
-std::string Session::BackendIdArgs() const {
+PeerAddress Session::LocalAddress() const {
+  const PeerAddress bound =
+      PeerAddress::From(reinterpret_cast<const sockaddr*>(&listener_.address.storage));
+  // 0.0.0.0 (mapped) or ::: the kernel knows which address was reached.
+  const bool wildcard = std::all_of(bound.ip.begin() + (bound.v4 ? 12 : 0), bound.ip.end(),
+                                    [](uint8_t b) { return b == 0; });
+  if (bound.known && bound.port != 0 && !wildcard) return bound;
+  return PeerAddress::Local(client_->fd());
+}
+
+std::string Session::BackendIdArgs(const PeerAddress& local) const {
   // The client's own RFC 2971 fields first (ImapFront keeps only those),
   // then what Postern says: Dovecot's forwarding keys (DIGEST d.1), read by
   // a backend that trusts Postern's address (login_trusted_networks).
@@ -793,7 +804,6 @@ std::string Session::BackendIdArgs() const {
       absl::StrAppend(&out, ImapQuote(k), " ", ImapQuote(v), " ");
     }
   }
-  const PeerAddress local = PeerAddress::Local(client_->fd());
   absl::StrAppend(&out, "\"x-session-id\" ", ImapQuote(absl::string_view(id_.data(), id_.size())),
                   " \"x-originating-ip\" ", ImapQuote(peer_.IpText()), " \"x-originating-port\" \"",
                   peer_.port, "\"");

@@ -143,7 +143,10 @@ class Session final : public ConnectionHandler, public FrontHost, public StageHo
   void StartStage(std::string backend_capabilities);
   // IMAP ID arguments for the backend: the client's RFC 2971 fields, then
   // Postern's own x- fields (Dovecot's forwarding keys).
-  std::string BackendIdArgs() const;
+  std::string BackendIdArgs(const PeerAddress& local) const;
+  // The address the client connected to: the listener's own when it names
+  // one (no syscall), else the socket's (getsockname).
+  PeerAddress LocalAddress() const;
   // Leaves the pre-login count (login done or session over).
   void LeavePrelogin();
   void ArmIdle();

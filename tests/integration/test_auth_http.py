@@ -205,6 +205,12 @@ class AuthHttpTest(DirTestCase):
             listener("pop3s-slow", "pop3", "implicit", directory="slow"),
             listener("imaps-dead", "imap", "implicit", directory="dead"),
             listener("pop3s-dead", "pop3", "implicit", directory="dead"),
+            # Fixed ports: the local address comes from the listener's own
+            # (no getsockname) unless it is a wildcard.
+            listener("imaps-fixed", "imap", "implicit",
+                     address="%s:%d" % (HOST, testbed.free_port())),
+            listener("imaps-any", "imap", "implicit",
+                     address="0.0.0.0:%d" % testbed.free_port()),
         ]
         timeout = "%dms" % (TIMEOUT * 1000)
         return {
@@ -334,6 +340,27 @@ class AuthHttpTest(DirTestCase):
                 self.assertRegex(h.get("auth-ssl-protocol", ""), r"^TLSv1\.[23]$")
                 self.assert_postern_logged(r"session end: session=%s .*user=alice "
                                            % re.escape(h["auth-session-id"]))
+
+    def test_local_address_of_fixed_and_wildcard_listeners(self):
+        """Local-IP and Local-Port name the address the client reached: on a
+        listener with its own address and port (taken from the config), on a
+        wildcard one (asked of the socket), and on a port-0 one."""
+        for name in ("imaps-fixed", "imaps-any", "imaps"):
+            with self.subTest(listener=name):
+                before = len(self.service.requests())
+                c = harness.Conn((HOST, self.bed.addr(name)[1]), tls=True,
+                                 cafile=self.bed.cert)
+                self.addCleanup(c.close)
+                c.greeting = c.readline()
+                _, line = c.imap("a", "LOGIN alice demo")
+                self.assertTrue(line.startswith(b"a OK"), line)
+                c.imap("b", "LOGOUT")
+                c.close()
+                reqs = self.service.requests()[before:]
+                self.assertEqual(len(reqs), 1, reqs)
+                h = headers_of(reqs[0])
+                self.assertEqual(h.get("local-ip"), HOST, h)
+                self.assertEqual(h.get("local-port"), str(self.bed.addr(name)[1]), h)
 
     def test_rewritten_user_and_password_reach_dovecot(self):
         """The client types `rewritten` / `typed-pw`; the service answers
