@@ -15,12 +15,10 @@
 #include <uv.h>
 
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "gtest/gtest.h"
-#include "spdlog/sinks/ostream_sink.h"
-#include "spdlog/spdlog.h"
+#include "tests/log_capture.h"
 
 namespace postern {
 
@@ -50,32 +48,7 @@ struct Reader final : Poller::Watcher {
   std::string got;
 };
 
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
-    sink->set_pattern("[%l] %v");
-    auto logger = std::make_shared<spdlog::logger>("capture", sink);
-    logger->set_level(spdlog::level::info);
-    spdlog::set_default_logger(logger);
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  int Count(const std::string& needle) {
-    spdlog::default_logger()->flush();
-    const std::string t = out_.str();
-    int n = 0;
-    for (size_t p = t.find(needle); p != std::string::npos; p = t.find(needle, p + 1)) ++n;
-    return n;
-  }
-  std::string text() {
-    spdlog::default_logger()->flush();
-    return out_.str();
-  }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
+using test_util::LogCapture;
 
 class PollerTest : public ::testing::Test {
  protected:

@@ -33,8 +33,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "spdlog/sinks/ostream_sink.h"
 #include "spdlog/spdlog.h"
+#include "tests/log_capture.h"
 
 extern char** environ;
 
@@ -335,33 +335,7 @@ class TestLoop {
   bool closed_ = false;
 };
 
-// Captures what spdlog's default logger writes while it lives.
-class LogCapture {
- public:
-  LogCapture() : previous_(spdlog::default_logger()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out_);
-    sink->set_pattern("[%l] %v");
-    auto logger = std::make_shared<spdlog::logger>("capture", sink);
-    logger->set_level(spdlog::level::info);
-    spdlog::set_default_logger(logger);
-  }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
-  std::string text() {
-    spdlog::default_logger()->flush();
-    return out_.str();
-  }
-  // Lines containing `needle`.
-  int Count(const std::string& needle) {
-    std::string t = text();
-    int n = 0;
-    for (size_t p = t.find(needle); p != std::string::npos; p = t.find(needle, p + 1)) ++n;
-    return n;
-  }
-
- private:
-  std::ostringstream out_;
-  std::shared_ptr<spdlog::logger> previous_;
-};
+using LogCapture = ::postern::test_util::LogCapture;  // tests/log_capture.h
 
 }  // namespace testing_redis
 }  // namespace postern
