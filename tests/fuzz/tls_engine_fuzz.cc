@@ -8,7 +8,8 @@
 // pool or another one), Shutdown()s, or leaves cipher_out() unsent.
 //
 // Records (bit 0 set): a real client engine completes a handshake with the
-// server first (TLS 1.2 when bit 1 is set, else 1.3); then the input is a
+// server first (TLS 1.2 when bit 1 is set, else 1.3; resuming a session
+// from an earlier handshake when bit 2 is set); then the input is a
 // program [op][length][bytes]...: the client writes plaintext, its records
 // are delivered to the server in pieces, raw bytes are injected into the
 // server's ciphertext, a byte in flight is flipped, the server writes to the
@@ -213,17 +214,52 @@ void Pump(Engine& client, Engine& server, Buffer& client_plain, Buffer& server_p
   }
 }
 
-void RunRecords(FuzzInput& in, BufferPool& pool, bool tls12) {
+// A session (ticket) for each version from one full handshake made once, at
+// the first use: resumed handshakes skip the certificate and (TLS 1.2) the
+// key exchange, so the record inputs that ask for one run several times
+// faster. Tickets are stateless, so every input resumes the same way.
+SSL_SESSION* MakeResumableSession(bool tls12) {
+  BufferPool pool(BufferPool::kDefaultSlabSize, 8);
+  TlsSession session;
+  {
+    Engine server(TlsEngine::CreateServer(*GetContexts().server, pool));
+    Engine client(TlsEngine::CreateClient(*GetContexts().client, pool, "postern-fuzz"));
+    if (tls12) SSL_set_max_proto_version(client->ssl(), TLS1_2_VERSION);
+    Buffer server_plain(pool);
+    Buffer client_plain(pool);
+    client.Read(client_plain);
+    Pump(client, server, client_plain, server_plain);
+    // A TLS 1.3 server sends its tickets with its first write.
+    server.Write("* OK\r\n");
+    Pump(client, server, client_plain, server_plain);
+    session = client->TakeSession();
+  }
+  if (session == nullptr) SetupFailed("no resumable session");
+  SSL_CTX_flush_sessions(GetContexts().server->get(), 0);
+  return session.release();  // kept for the whole run
+}
+
+SSL_SESSION* ResumableSession(bool tls12) {
+  static SSL_SESSION* sessions[2] = {nullptr, nullptr};
+  SSL_SESSION*& s = sessions[tls12 ? 1 : 0];
+  if (s == nullptr) s = MakeResumableSession(tls12);
+  return s;
+}
+
+void RunRecords(FuzzInput& in, BufferPool& pool, bool tls12, bool resume) {
   const Contexts& ctx = GetContexts();
+  SSL_SESSION* offered = resume ? ResumableSession(tls12) : nullptr;
   Engine server(TlsEngine::CreateServer(*ctx.server, pool));
   Engine client(TlsEngine::CreateClient(*ctx.client, pool, "postern-fuzz"));
   if (tls12) SSL_set_max_proto_version(client->ssl(), TLS1_2_VERSION);
+  if (offered != nullptr) client->OfferSession(offered);
   Buffer server_plain(pool);
   Buffer client_plain(pool);
   client.Read(client_plain);  // the ClientHello
   Pump(client, server, client_plain, server_plain);
   POSTERN_FUZZ_CHECK(client->handshake_done() && server->handshake_done());
   POSTERN_FUZZ_CHECK(std::string(server->version()) == (tls12 ? "TLSv1.2" : "TLSv1.3"));
+  POSTERN_FUZZ_CHECK(server->resumed() == resume);
 
   std::string written;  // plaintext the client wrote
   bool tampered = false;
@@ -299,7 +335,7 @@ void Run(const uint8_t* bytes, size_t size) {
   if ((mode & 1) == 0) {
     RunRaw(in, pool, other_pool);
   } else {
-    RunRecords(in, pool, (mode & 2) != 0);
+    RunRecords(in, pool, (mode & 2) != 0, (mode & 4) != 0);
   }
   POSTERN_FUZZ_CHECK(pool.in_use() == 0);
   POSTERN_FUZZ_CHECK(other_pool.in_use() == 0);
