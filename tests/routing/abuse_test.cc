@@ -597,7 +597,7 @@ TEST_F(AbuseFleetTest, RedisStoppedMidTest) {
   start = SteadyClock::now();
   EXPECT_FALSE(a_.guard->Failed("192.0.2.1", "dave").blocked);
   EXPECT_TRUE(a_.guard->Failed("192.0.2.1", "dave").blocked);  // the tenth, counted here
-  EXPECT_LT(SteadyClock::now() - start, 10ms);
+  EXPECT_LT(SteadyClock::now() - start, 40ms);  // below redis_timeout (50 ms): no wait
   EXPECT_TRUE(CheckNow(a_, "192.0.2.9", "dave").blocked);
   for (int i = 0; i < 20; ++i) CheckNow(a_, "192.0.2.1", absl::StrCat("x", i));
   EXPECT_GE(a_.guard->stats().redis_fallbacks, 22u);
