@@ -1,6 +1,7 @@
 #include "proxy/relay.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,9 +20,19 @@ namespace {
 // back).
 constexpr int kMaxSplicesPerEvent = 16;
 // Server-to-client bytes are spliced only inside literal payloads at least
-// this long (below it a copy costs less than the pipe: bench/micro
+// this long (below it a copy costs about what the pipe does: bench/micro
 // relay_bench); the lines around them go through the tracker.
-constexpr uint64_t kMinSplicedLiteral = 64 * 1024;
+constexpr uint64_t kMinSplicedLiteral = 32 * 1024;
+// Between literals the tracker must see the response lines. Once the stream
+// has carried bulk (a buffered read of at least kBulkRead bytes), the relay
+// peeks (MSG_PEEK) at most kPeek bytes first: when those end inside a
+// literal with at least kMinSplicedLiteral bytes still to come, the peeked
+// bytes and the rest of the literal are spliced together, so a FETCH of
+// many messages moves each body in the kernel instead of reading its first
+// 64 KiB through a buffer. A peek that finds no such literal falls back to
+// a buffered read, and peeking stops until bulk comes again.
+constexpr size_t kPeek = 4096;
+constexpr size_t kBulkRead = 16 * 1024;
 
 }  // namespace
 
@@ -88,6 +99,7 @@ void Relay::OnData(Connection& c) {
   }
   Track(c, c.input());
   if (trace_ != nullptr) trace_->Relayed(&c == &client_, c.input());
+  if (splice_ != nullptr && &c == &backend_ && c.input().size() >= kBulkRead) peek_ = true;
   Connection& to = Other(c);
   to.Write(c.input());
   if (to.above_high_watermark()) c.StopReading();
@@ -158,46 +170,142 @@ void Relay::OnReadable(Connection& c) {
     c.StopReading();
     return;
   }
-  // Server to client: only literal payloads are spliced; the response lines
-  // go through the tracker (ReadBuffered -> OnData).
-  uint64_t limit = up ? UINT64_MAX : imap_.literal_remaining();
-  if (!up && limit < kMinSplicedLiteral) {
-    c.ReadBuffered();
-    return;
-  }
   Connection& to = Other(c);
   // Bytes already queued for the receiver go first: until they are gone (or
   // without a pipe to lend), this event takes the buffered path.
-  if (to.pending() > 0 || !worker_.pipes().Get(&d.pipe)) {
+  if (to.pending() > 0) {
+    c.ReadBuffered();
+    return;
+  }
+  if (!up) {
+    SpliceDown(c, d);
+    return;
+  }
+  if (!worker_.pipes().Get(&d.pipe)) {
     c.ReadBuffered();
     return;
   }
   host_.StageActivity();
   for (int i = 0; i < kMaxSplicesPerEvent; ++i) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(d.pipe.capacity, limit));
-    ssize_t n;
-    do {
-      n = splice(c.fd(), nullptr, d.pipe.w, nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
+    int err = 0;
+    ssize_t n = SpliceIn(c, d, d.pipe.capacity, &err);
     if (n <= 0) {
-      int err = errno;
       worker_.pipes().Put(&d.pipe);  // empty
       if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) return;
       c.Fail(n == 0 ? "peer closed" : absl::StrCat("read error: ", std::strerror(err)));
       return;
     }
-    d.pending = static_cast<size_t>(n);
-    c.CountRaw(d.pending, 0);
-    if (!up) {
-      imap_.SkipLiteral(d.pending);
-      limit -= d.pending;
-    }
     // Blocked (the pipe keeps the rest) or failed (the session ended).
     if (!SpliceOut(c, to, d)) return;
-    if (static_cast<size_t>(n) < want) break;      // the socket had no more
-    if (!up && limit < kMinSplicedLiteral) break;  // the rest of the literal: buffered
+    if (static_cast<size_t>(n) < d.pipe.capacity) break;  // the socket had no more
   }
   worker_.pipes().Put(&d.pipe);  // empty: back until the next event
+}
+
+ssize_t Relay::SpliceIn(Connection& from, SpliceDir& d, size_t want, int* err) {
+  ssize_t n;
+  do {
+    n = splice(from.fd(), nullptr, d.pipe.w, nullptr, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) *err = errno;
+  if (n <= 0) return n;
+  d.pending += static_cast<size_t>(n);
+  from.CountRaw(static_cast<uint64_t>(n), 0);
+  return n;
+}
+
+void Relay::SpliceDown(Connection& c, SpliceDir& d) {
+  // Server to client: only literal payloads are spliced, each with the
+  // response lines before it once those have been peeked at; other bytes go
+  // through the tracker on the buffered path (ReadBuffered -> OnData).
+  // Several responses may gather in the pipe before it is emptied into the
+  // client's socket: fewer, larger sends (on loopback each send also runs
+  // the receiver's side of TCP and wakes it).
+  static thread_local char peek_bytes[kPeek];
+  bool lent = false;
+  bool buffered = false;  // what is next goes through the tracker
+  int failed = 0;         // errno of a failed read, or -1 for EOF
+  for (int i = 0; i < kMaxSplicesPerEvent; ++i) {
+    uint64_t limit = imap_.literal_remaining();
+    size_t peeked = 0;
+    ImapResponseTracker ahead;
+    // A long literal is spliced as it comes; in peek mode also the rest of
+    // a short one (no copy), and the lines after it are peeked at next.
+    if (limit < kMinSplicedLiteral && !(peek_ && limit > 0 && !draining_)) {
+      // Draining: the peeked lines may hold the boundary the drain stops
+      // at, so they take the buffered path (DrainFrom).
+      if (!peek_ || draining_) {
+        buffered = true;
+        break;
+      }
+      ssize_t p;
+      do {
+        p = recv(c.fd(), peek_bytes, kPeek, MSG_PEEK | MSG_DONTWAIT);
+      } while (p < 0 && errno == EINTR);
+      if (p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;  // all taken
+      if (p > 0) {
+        ahead = imap_;
+        ahead.Feed(absl::string_view(peek_bytes, static_cast<size_t>(p)));
+        if (ahead.literal_remaining() >= kMinSplicedLiteral) {
+          peeked = static_cast<size_t>(p);
+          limit = peeked + ahead.literal_remaining();
+        }
+      }
+      if (peeked == 0) {
+        // No literal worth a pipe (or EOF, or an error: the buffered read
+        // reports those): the buffered path, and until bulk comes again
+        // unless the peek only caught the start of a line still arriving.
+        if (p <= 0 || static_cast<size_t>(p) == kPeek || ahead.at_boundary()) peek_ = false;
+        buffered = true;
+        break;
+      }
+    }
+    if (!lent) {
+      if (!worker_.pipes().Get(&d.pipe)) {
+        buffered = true;  // none to lend
+        break;
+      }
+      lent = true;
+      host_.StageActivity();
+    }
+    if (d.pipe.capacity - d.pending < std::min<uint64_t>(limit, kPeek)) {
+      // Nearly full: empty it first. Blocked (the pipe keeps the rest) or
+      // failed (the session ended).
+      if (!SpliceOut(c, client_, d)) return;
+    }
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(d.pipe.capacity - d.pending, limit));
+    int err = 0;
+    ssize_t n = SpliceIn(c, d, want, &err);
+    if (n <= 0) {
+      if (n == 0 || (err != EAGAIN && err != EWOULDBLOCK)) failed = n == 0 ? -1 : err;
+      break;
+    }
+    if (peeked == 0) {
+      imap_.SkipLiteral(static_cast<uint64_t>(n));
+    } else if (static_cast<size_t>(n) >= peeked) {
+      // The tracker stands exactly where the bytes moved end.
+      imap_ = ahead;
+      imap_.SkipLiteral(static_cast<size_t>(n) - peeked);
+    } else {
+      imap_.Feed(absl::string_view(peek_bytes, static_cast<size_t>(n)));
+    }
+    if (static_cast<size_t>(n) < want) break;  // the socket had no more
+  }
+  if (!lent) {
+    if (buffered) c.ReadBuffered();
+    return;
+  }
+  // What the pipe gathered goes before anything read buffered. Blocked (the
+  // pipe keeps the rest, reading stops) or failed (the session ended).
+  if (d.pending > 0 && !SpliceOut(c, client_, d)) return;
+  worker_.pipes().Put(&d.pipe);  // empty
+  if (failed != 0) {
+    c.Fail(failed < 0 ? "peer closed" : absl::StrCat("read error: ", std::strerror(failed)));
+    return;
+  }
+  // Otherwise the turns of this event were used up, or the socket emptied:
+  // level-triggered epoll comes back for what is left.
+  if (buffered) c.ReadBuffered();
 }
 
 void Relay::OnWritable(Connection& to) {

@@ -13,7 +13,9 @@
 //
 // When both sides are plaintext and the protocol is IMAP the relay splices:
 // client -> backend always, backend -> client for literal payloads (FETCH
-// bodies), socket -> pipe -> socket in the kernel (proxy/README.md).
+// bodies) and the response lines before them, which the tracker sees by
+// peeking (MSG_PEEK), socket -> pipe -> socket in the kernel
+// (proxy/README.md).
 
 #include <memory>
 #include <string>
@@ -67,6 +69,12 @@ class Relay final : public Stage, public ConnectionHandler {
   // gives it back), false when the receiver is full (the pipe keeps the
   // rest) or broken (the session may have ended then).
   bool SpliceOut(Connection& from, Connection& to, SpliceDir& d);
+  // Moves at most `want` bytes from the sender into the lent pipe (added to
+  // `pending`): their count, 0 at the sender's EOF, -1 with *err set.
+  ssize_t SpliceIn(Connection& from, SpliceDir& d, size_t want, int* err);
+  // The server's side of OnReadable: literals (and the response lines
+  // peeked at before them) spliced, the rest read buffered.
+  void SpliceDown(Connection& c, SpliceDir& d);
   // Moves what a pipe still holds into the receiver's write queue.
   void Spill(SpliceDir& d, Connection& to);
   // Both directions, and the relay leaves raw mode (buffered from here on).
@@ -100,6 +108,7 @@ class Relay final : public Stage, public ConnectionHandler {
   std::unique_ptr<Drain> drain_;
   const Protocol protocol_;
   bool spliced_ = false;  // for Describe(): the pair was spliced
+  bool peek_ = false;     // spliced: the backend sent bulk, peek before reading
   bool draining_ = false;
   bool finished_ = false;
 };

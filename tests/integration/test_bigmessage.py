@@ -229,3 +229,118 @@ class SplicedShutdownTest(harness.BedTestCase):
         body = got[:-len(bye)]
         self.assertEqual(len(body), len(wire))
         self.assertEqual(hashlib.sha256(body).hexdigest(), hashlib.sha256(wire).hexdigest())
+
+
+# Sizes around the relay's splice thresholds (proxy/relay.cc: literals of 32
+# and 64 KiB, 4 KiB peeks, 256 KiB pipes), in an order that mixes them.
+MIXED = [65536, 1000, 33000, 70000, 20000, 300000, 64000, 40000, 1000000, 400, 200000,
+         31000, 65536, 65536, 100000, 5000, 262144, 34000, 65536, 500]
+
+
+def split_responses(stream):
+    """Splits an IMAP response stream into whole responses (a line ending in
+    "{n}" continues after n literal bytes)."""
+    out, pos = [], 0
+    while pos < len(stream):
+        start = pos
+        while True:
+            eol = stream.find(b"\r\n", pos) + 2
+            if eol < 2:
+                raise AssertionError("a response cut inside a line at %d" % pos)
+            m = re.search(rb"\{(\d+)\}\r\n$", stream[pos:eol])
+            pos = eol
+            if not m:
+                break
+            pos += int(m.group(1))
+        out.append(stream[start:pos])
+    return out
+
+
+class SplicedManyMessagesTest(harness.BedTestCase):
+    """A FETCH of many messages of mixed sizes over the plaintext listener:
+    the relay peeks at the response lines and splices each body with the
+    line before it (proxy/relay.cc). The stream must be the very bytes
+    Dovecot sends a client connected to it directly, and a SIGTERM in the
+    middle must cut it between two responses."""
+
+    dovecot_kwargs = {"extra_messages": {"alice": MIXED}}
+    postern_overrides = {"timeouts": {"shutdown_grace": "1ms"}}
+    COMMAND = b"c FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER] BODY.PEEK[])\r\n"
+
+    def fetch_all(self, conn):
+        _, tagged = conn.imap("a", "LOGIN alice demo")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        _, tagged = conn.imap("b", "EXAMINE INBOX")
+        self.assertTrue(tagged.startswith(b"b OK"), tagged)
+        conn.send(self.COMMAND)
+        # Untagged responses up to the tagged one (its text carries timings).
+        return conn.read_until(b"\r\nc OK", timeout=60)
+
+    def direct_stream(self):
+        d = self.bed.dovecot
+        c = harness.Conn((harness.HOST, d.imap_port))
+        self.addCleanup(c.close)
+        c.greeting = c.readline()
+        return self.fetch_all(c)
+
+    def test_byte_for_byte_as_dovecot_sends_it(self):
+        want = self.direct_stream()
+        self.assertGreater(len(want), sum(MIXED))
+        for _ in range(2):
+            got = self.fetch_all(self.connect("imap-plain"))
+            self.assertEqual(len(got), len(want))
+            self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(want).hexdigest())
+
+    def test_sigterm_cuts_between_two_responses(self):
+        # The same FETCH eight times over (about 20 MB): more than the
+        # kernel's socket buffers hold, so the relay is still at work when
+        # the signal comes. Tagged answers carry timings: compared without.
+        def norm(b):
+            return re.sub(rb"\(\d+\.\d+ \+ [\d.+ ]+ secs\)", b"(T)", b)
+
+        command = b"".join(self.COMMAND.replace(b"c FETCH", b"c%d FETCH" % i) for i in range(8))
+        d = self.bed.dovecot
+        direct = harness.Conn((harness.HOST, d.imap_port))
+        self.addCleanup(direct.close)
+        direct.greeting = direct.readline()
+        _, tagged = direct.imap("a", "LOGIN alice demo")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        _, tagged = direct.imap("b", "EXAMINE INBOX")
+        self.assertTrue(tagged.startswith(b"b OK"), tagged)
+        direct.send(command)
+        responses = [norm(r) for r in split_responses(direct.read_until(b"\r\nc7 OK", timeout=60)
+                                                      + direct.read_until(b"\r\n", timeout=5))]
+        self.assertGreater(len(responses), 8 * len(MIXED))
+        # Four times, each against a fresh postern (the signal ends it): where
+        # the cut falls depends on timing.
+        self.addCleanup(self.bed.start_postern)  # for the tests after this one
+        for i in range(4):
+            if i > 0:
+                self.bed.start_postern()
+            self.cut_once(command, responses, norm)
+
+    def cut_once(self, command, responses, norm):
+        c = self.connect("imap-plain")
+        _, tagged = c.imap("a", "LOGIN alice demo")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        _, tagged = c.imap("b", "EXAMINE INBOX")
+        self.assertTrue(tagged.startswith(b"b OK"), tagged)
+        c.send(command)
+        # Read as fast as it comes: the relay peeks and splices body after
+        # body, and the signal (no grace) comes while it is at work; the cut
+        # must fall between two responses.
+        signalled = False
+        while c._fill(timeout=15):
+            if not signalled and len(c.buf) > 3_000_000:
+                self.bed.postern.send_signal(signal.SIGTERM)
+                signalled = True
+        self.assertTrue(signalled)
+        got = bytes(c.buf)
+        bye = b"* BYE Server shutting down.\r\n"
+        self.assertTrue(got.endswith(bye), got[-200:])
+        body = split_responses(got[:-len(bye)])
+        self.assertGreater(len(body), len(MIXED))
+        self.assertLess(len(body), len(responses), "the session did not end early")
+        self.assertEqual(hashlib.sha256(b"".join(norm(r) for r in body)).hexdigest(),
+                         hashlib.sha256(b"".join(responses[:len(body)])).hexdigest(),
+                         "not whole responses: %d of them" % len(body))
