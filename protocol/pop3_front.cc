@@ -54,6 +54,10 @@ Front::Step Pop3Front::ProcessOne(Buffer& in) {
     LineSplitter::Status st = oauth_refusal_->lines.Next(in, &line, &consumed);
     in.Drain(consumed);
     if (st == LineSplitter::Status::kNeedMore) return Step::kNeedMore;
+    // An overlong line ends the exchange too; what is still to come of it
+    // is dropped (SkipTail), not read as commands: it arrived as one line,
+    // however the bytes were cut (found by the dialogue fuzzer).
+    if (st == LineSplitter::Status::kTooLong) skip_tail_ = oauth_refusal_->lines.discarding();
     std::unique_ptr<OauthRefusal> r = std::move(oauth_refusal_);
     Refuse(r->reply);
     return ended_ ? Step::kStopped : Step::kHandled;

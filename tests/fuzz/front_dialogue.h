@@ -39,11 +39,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -261,6 +263,18 @@ Transcript RunDialogue(const DialogueSetup& setup, const std::vector<absl::strin
   return host.t;
 }
 
+// Before a failed whole == cut check: both transcripts, for the report.
+inline void PrintDifference(const Transcript& a, const Transcript& b) {
+  auto print = [](const char* name, const Transcript& t) {
+    std::fprintf(stderr, "-- %s: ended \"%s\", tls_starts %d, logged_in %d, logins", name,
+                 absl::CEscape(t.ended).c_str(), t.tls_starts, t.logged_in ? 1 : 0);
+    for (const std::string& l : t.logins) std::fprintf(stderr, " [%s]", absl::CEscape(l).c_str());
+    std::fprintf(stderr, "\n%s\n", absl::CEscape(t.out).c_str());
+  };
+  print("whole", a);
+  print("cut", b);
+}
+
 template <typename FrontT>
 void FuzzDialogue(const uint8_t* data, size_t size, bool imap) {
   FuzzInput input(data, size);
@@ -269,10 +283,16 @@ void FuzzDialogue(const uint8_t* data, size_t size, bool imap) {
   SplitRng rng(setup.split_seed);
   const Transcript cut =
       RunDialogue<FrontT>(setup, RandomCuts(setup.stream, rng, setup.max_chunk), imap);
-  if (!whole.tls_ok_once && !cut.tls_ok_once) POSTERN_FUZZ_CHECK(whole == cut);
+  if (!whole.tls_ok_once && !cut.tls_ok_once) {
+    if (!(whole == cut)) PrintDifference(whole, cut);
+    POSTERN_FUZZ_CHECK(whole == cut);
+  }
   if (setup.stream.size() <= 2048) {
     const Transcript bytes = RunDialogue<FrontT>(setup, ByteCuts(setup.stream), imap);
-    if (!whole.tls_ok_once && !bytes.tls_ok_once) POSTERN_FUZZ_CHECK(whole == bytes);
+    if (!whole.tls_ok_once && !bytes.tls_ok_once) {
+      if (!(whole == bytes)) PrintDifference(whole, bytes);
+      POSTERN_FUZZ_CHECK(whole == bytes);
+    }
   }
 }
 

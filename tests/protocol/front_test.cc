@@ -553,5 +553,40 @@ TEST(OAuthFrontTest, RefusedTokenGetsTheErrorChallengeFirst) {
   }
 }
 
+TEST(OAuthFrontTest, AnOverlongDummyResponseIsOneLineHoweverItArrives) {
+  // Found by the imap_front fuzzer: after the error challenge, a response
+  // longer than max_sasl_line ended the exchange, but when it arrived cut
+  // before its CRLF the rest of it was then read as commands.
+  for (bool imap : {true, false}) {
+    std::string outputs[2];
+    for (int cut = 0; cut < 2; ++cut) {
+      FrontOptions o = WithOAuth();
+      o.max_sasl_line = 1024;
+      Driver d(imap, o);
+      d.Take();
+      d.Feed(imap ? "a AUTHENTICATE OAUTHBEARER " + EncodeOauthbearer("alice@x", "t0k") + "\r\n"
+                  : "AUTH OAUTHBEARER " + EncodeOauthbearer("alice@x", "t0k") + "\r\n");
+      LoginReply r;
+      r.kind = LoginReply::Kind::kAuthFailed;
+      d.front().LoginFailed(r);
+      d.Take();
+      const std::string head(o.max_sasl_line + 100, 'A');
+      const std::string tail = imap ? " x LOGOUT\r\nb NOOP\r\n" : " QUIT\r\nNOOP\r\n";
+      if (cut == 1) {
+        d.Feed(head);
+        d.Feed(tail);
+      } else {
+        d.Feed(head + tail);
+      }
+      outputs[cut] = d.Take();
+      EXPECT_EQ(d.host().ended, "") << outputs[cut];
+    }
+    EXPECT_EQ(outputs[0], outputs[1]);
+    EXPECT_EQ(outputs[0], imap ? "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+                                 "b OK NOOP completed.\r\n"
+                               : "-ERR [AUTH] Authentication failed.\r\n+OK\r\n");
+  }
+}
+
 }  // namespace
 }  // namespace postern
