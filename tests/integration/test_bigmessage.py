@@ -263,7 +263,9 @@ class SplicedManyMessagesTest(harness.BedTestCase):
     Dovecot sends a client connected to it directly, and a SIGTERM in the
     middle must cut it between two responses."""
 
-    dovecot_kwargs = {"extra_messages": {"alice": MIXED}}
+    # Eight times over (160 messages, about 20 MB): more than the kernel's
+    # socket buffers hold, so the relay is still at work when a signal comes.
+    dovecot_kwargs = {"extra_messages": {"alice": MIXED * 8}}
     postern_overrides = {"timeouts": {"shutdown_grace": "1ms"}}
     COMMAND = b"c FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER] BODY.PEEK[])\r\n"
 
@@ -285,41 +287,27 @@ class SplicedManyMessagesTest(harness.BedTestCase):
 
     def test_byte_for_byte_as_dovecot_sends_it(self):
         want = self.direct_stream()
-        self.assertGreater(len(want), sum(MIXED))
+        self.assertGreater(len(want), 8 * sum(MIXED))
         for _ in range(2):
             got = self.fetch_all(self.connect("imap-plain"))
             self.assertEqual(len(got), len(want))
             self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(want).hexdigest())
 
     def test_sigterm_cuts_between_two_responses(self):
-        # The same FETCH eight times over (about 20 MB): more than the
-        # kernel's socket buffers hold, so the relay is still at work when
-        # the signal comes. Tagged answers carry timings: compared without.
-        def norm(b):
-            return re.sub(rb"\(\d+\.\d+ \+ [\d.+ ]+ secs\)", b"(T)", b)
-
-        command = b"".join(self.COMMAND.replace(b"c FETCH", b"c%d FETCH" % i) for i in range(8))
-        d = self.bed.dovecot
-        direct = harness.Conn((harness.HOST, d.imap_port))
-        self.addCleanup(direct.close)
-        direct.greeting = direct.readline()
-        _, tagged = direct.imap("a", "LOGIN alice demo")
-        self.assertTrue(tagged.startswith(b"a OK"), tagged)
-        _, tagged = direct.imap("b", "EXAMINE INBOX")
-        self.assertTrue(tagged.startswith(b"b OK"), tagged)
-        direct.send(command)
-        responses = [norm(r) for r in split_responses(direct.read_until(b"\r\nc7 OK", timeout=60)
-                                                      + direct.read_until(b"\r\n", timeout=5))]
-        self.assertGreater(len(responses), 8 * len(MIXED))
-        # Four times, each against a fresh postern (the signal ends it): where
+        # One command: Dovecot may run pipelined FETCHes side by side and
+        # order their answers differently from one run to the next.
+        want = self.direct_stream()  # the FETCH responses, then "c OK"
+        responses = split_responses(want[:-len(b"c OK")])
+        self.assertGreaterEqual(len(responses), 8 * len(MIXED))  # and the demo ones
+        # Six times, each against a fresh postern (the signal ends it): where
         # the cut falls depends on timing.
         self.addCleanup(self.bed.start_postern)  # for the tests after this one
-        for i in range(4):
+        for i in range(6):
             if i > 0:
                 self.bed.start_postern()
-            self.cut_once(command, responses, norm)
+            self.cut_once(self.COMMAND, responses)
 
-    def cut_once(self, command, responses, norm):
+    def cut_once(self, command, responses):
         c = self.connect("imap-plain")
         _, tagged = c.imap("a", "LOGIN alice demo")
         self.assertTrue(tagged.startswith(b"a OK"), tagged)
@@ -341,6 +329,6 @@ class SplicedManyMessagesTest(harness.BedTestCase):
         body = split_responses(got[:-len(bye)])
         self.assertGreater(len(body), len(MIXED))
         self.assertLess(len(body), len(responses), "the session did not end early")
-        self.assertEqual(hashlib.sha256(b"".join(norm(r) for r in body)).hexdigest(),
+        self.assertEqual(hashlib.sha256(b"".join(body)).hexdigest(),
                          hashlib.sha256(b"".join(responses[:len(body)])).hexdigest(),
                          "not whole responses: %d of them" % len(body))
