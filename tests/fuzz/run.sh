@@ -59,7 +59,9 @@ for name in "${targets[@]}"; do
   if [ -d "$build/corpus/$name" ]; then cp -r "$build/corpus/$name/." "$work/corpus/"; fi
   dict=()
   if [ -f "tests/fuzz/$name.dict" ]; then dict=(-dict="$root/tests/fuzz/$name.dict"); fi
-  log="$build/fuzz-logs/$name.log"
+  # The run logs into its scratch directory and the log is copied when it
+  # ends, so two runs of one target (one per core) never write one file.
+  log="$work/fuzz.log"
   rc=0
   started=$(date +%s)
   # In the scratch directory: the config fuzzer resolves relative paths there.
@@ -77,6 +79,8 @@ for name in "${targets[@]}"; do
   findings=$(find "$work/artifacts" -type f | wc -l)
   mkdir -p "$build/corpus/$name"
   cp -r "$work/corpus/." "$build/corpus/$name/"
+  cp "$log" "$build/fuzz-logs/$name.log"
+  log="$build/fuzz-logs/$name.log"
   if [ "$findings" -gt 0 ]; then
     mkdir -p "$build/findings/$name"
     cp "$work/artifacts/"* "$build/findings/$name/"
