@@ -164,29 +164,11 @@ class Front {
   bool Offered(absl::string_view name, Credentials::Mechanism* mech) const;
   // "PLAIN LOGIN ..." as offered (`prefix` before each name: "AUTH=" for IMAP).
   std::string MechanismList(absl::string_view prefix, absl::string_view separator) const;
-  // RFC 7628 section 3.2.2: the error challenge after a refused OAuth token
-  // ("+ " base64 of a JSON status), answered by one client line.
-  static constexpr absl::string_view kOauthErrorChallenge =
-      "+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIiwic2NoZW1lcyI6ImJlYXJlciJ9\r\n";
   bool CanStartTls() const { return options_.starttls && !options_.tls; }
   // Counts a bad command. False (the session is ended, after `bye` is sent)
   // when the error budget was already spent: error_budget errors are
   // answered, the next one closes.
   bool SpendError(absl::string_view bye);
-  // The rest of an overlong SASL response line is not a command: it is
-  // dropped up to its LF, however the bytes are cut. True while more of it
-  // may come.
-  bool SkipTail(Buffer& in) {
-    if (!skip_tail_) return false;
-    const size_t lf = in.Find('\n');
-    if (lf == Buffer::npos) {
-      in.Clear();
-      return true;
-    }
-    in.Drain(lf + 1);
-    skip_tail_ = false;
-    return false;
-  }
   void EndSession(absl::string_view reason) {
     ended_ = true;
     host_.End(reason);
@@ -203,7 +185,6 @@ class Front {
   bool waiting_login_ = false;
   bool logged_in_ = false;
   bool ended_ = false;
-  bool skip_tail_ = false;  // see SkipTail
 };
 
 // One-line notices a driver sends before it closes a session itself.

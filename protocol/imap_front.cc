@@ -52,7 +52,7 @@ constexpr char kTooMany[] = "* BYE Too many invalid commands.\r\n";
 }  // namespace
 
 ImapFront::ImapFront(FrontHost& host, FrontOptions options)
-    : Front(host, std::move(options)),
+    : SaslFront(host, std::move(options)),
       parser_(std::make_unique<ImapCommandParser>(ParserLimits(options_))) {}
 
 std::string ImapFront::Capabilities() const {
@@ -92,23 +92,8 @@ void ImapFront::Bad(absl::string_view text) {
 
 Front::Step ImapFront::ProcessOne(Buffer& in) {
   if (ended_ || waiting_login_ || logged_in_) return Step::kStopped;
-  if (SkipTail(in)) return Step::kNeedMore;
-  if (oauth_refusal_ != nullptr) {
-    // Any line (the %x01 dummy response, or "*") ends the exchange.
-    absl::string_view line;
-    size_t consumed = 0;
-    LineSplitter::Status st = oauth_refusal_->lines.Next(in, &line, &consumed);
-    in.Drain(consumed);
-    if (st == LineSplitter::Status::kNeedMore) return Step::kNeedMore;
-    // An overlong line ends the exchange too; what is still to come of it
-    // is dropped (SkipTail), not read as commands: it arrived as one line,
-    // however the bytes were cut (found by the dialogue fuzzer).
-    if (st == LineSplitter::Status::kTooLong) skip_tail_ = oauth_refusal_->lines.discarding();
-    std::unique_ptr<OauthRefusal> r = std::move(oauth_refusal_);
-    Refuse(r->reply);
-    return ended_ ? Step::kStopped : Step::kHandled;
-  }
-  if (sasl_ != nullptr) return ProcessSasl(in);
+  // An AUTHENTICATE exchange, or the answer to an OAuth error challenge.
+  if (Step step; ProcessExchange(in, &step)) return step;
   while (!in.empty()) {
     size_t consumed = 0;
     ImapCommandParser::Event ev = parser_->Feed(in.Front(), &consumed);
@@ -138,66 +123,6 @@ Front::Step ImapFront::ProcessOne(Buffer& in) {
     }
   }
   return Step::kNeedMore;
-}
-
-Front::Step ImapFront::ProcessSasl(Buffer& in) {
-  absl::string_view line;
-  size_t consumed = 0;
-  LineSplitter::Status st = sasl_->lines.Next(in, &line, &consumed);
-  if (st == LineSplitter::Status::kNeedMore) {
-    in.Drain(consumed);
-    return Step::kNeedMore;
-  }
-  if (st == LineSplitter::Status::kTooLong) {
-    in.Drain(consumed);
-    skip_tail_ = sasl_->lines.discarding();
-    // The rest of the overlong line is not a command: the splitter would
-    // skip it, but it goes with the exchange; SkipTail drops it instead.
-    sasl_.reset();
-    Bad("[TOOBIG] SASL response too long.");
-    return ended_ ? Step::kStopped : Step::kHandled;
-  }
-  // The view may point into the splitter's scratch: step before draining.
-  SaslServer::Result r = sasl_->server.Step(line);
-  in.Drain(consumed);
-  OnSaslResult(r);
-  return ended_ || waiting_login_ ? Step::kStopped : Step::kHandled;
-}
-
-void ImapFront::StartSasl(Credentials::Mechanism mech, bool has_initial,
-                          absl::string_view initial) {
-  sasl_ = std::make_unique<Sasl>(mech, options_.max_sasl_line);
-  OnSaslResult(sasl_->server.Start(has_initial, initial));
-}
-
-void ImapFront::OnSaslResult(SaslServer::Result r) {
-  switch (r) {
-    case SaslServer::Result::kChallenge:
-      host_.Send(absl::StrCat("+ ", sasl_->server.challenge(), "\r\n"));
-      return;
-    case SaslServer::Result::kDone: {
-      Credentials c = std::move(sasl_->server.credentials());
-      sasl_.reset();
-      BeginLogin(std::move(c));
-      return;
-    }
-    case SaslServer::Result::kCanceled:
-      sasl_.reset();
-      Tagged("BAD", "Authentication canceled.");
-      return;
-    case SaslServer::Result::kBad: {
-      std::string why = sasl_->server.error();
-      sasl_.reset();
-      Bad(absl::StrCat("Invalid SASL data: ", why));
-      return;
-    }
-  }
-}
-
-void ImapFront::BeginLogin(Credentials c) {
-  waiting_login_ = true;
-  login_mech_ = c.mechanism;
-  host_.Login(std::move(c));
 }
 
 void ImapFront::HandleCommand(const ImapCommand& cmd) {
@@ -339,18 +264,19 @@ void ImapFront::LoginSucceeded(const LoginReply& reply) {
   client_id_.shrink_to_fit();
 }
 
-void ImapFront::LoginFailed(const LoginReply& reply) {
-  waiting_login_ = false;
-  if ((login_mech_ == Credentials::Mechanism::kXoauth2 ||
-       login_mech_ == Credentials::Mechanism::kOauthbearer) &&
-      reply.kind != LoginReply::Kind::kUnavailable) {
-    // RFC 7628 section 3.2.2: a refused token gets an error challenge; the
-    // tagged NO follows the client's (dummy) answer.
-    host_.Send(kOauthErrorChallenge);
-    oauth_refusal_ = std::make_unique<OauthRefusal>(reply);
-    return;
+void ImapFront::SaslFailed(SaslFailure failure, absl::string_view why) {
+  switch (failure) {
+    case SaslFailure::kTooLong:
+      Bad("[TOOBIG] SASL response too long.");
+      return;
+    case SaslFailure::kCanceled:
+      // RFC 9051 section 6.2.2: "*" cancels, answered with BAD.
+      Tagged("BAD", "Authentication canceled.");
+      return;
+    case SaslFailure::kBadData:
+      Bad(absl::StrCat("Invalid SASL data: ", why));
+      return;
   }
-  Refuse(reply);
 }
 
 void ImapFront::Refuse(const LoginReply& reply) {

@@ -22,7 +22,7 @@ Pop3ReaderLimits ReaderLimits(const FrontOptions& o) {
 }  // namespace
 
 Pop3Front::Pop3Front(FrontHost& host, FrontOptions options)
-    : Front(host, std::move(options)),
+    : SaslFront(host, std::move(options)),
       reader_(std::make_unique<Pop3CommandReader>(ReaderLimits(options_))) {}
 
 void Pop3Front::Start() {
@@ -47,22 +47,8 @@ void Pop3Front::Err(absl::string_view text) {
 
 Front::Step Pop3Front::ProcessOne(Buffer& in) {
   if (ended_ || waiting_login_ || logged_in_) return Step::kStopped;
-  if (SkipTail(in)) return Step::kNeedMore;
-  if (oauth_refusal_ != nullptr) {
-    absl::string_view line;
-    size_t consumed = 0;
-    LineSplitter::Status st = oauth_refusal_->lines.Next(in, &line, &consumed);
-    in.Drain(consumed);
-    if (st == LineSplitter::Status::kNeedMore) return Step::kNeedMore;
-    // An overlong line ends the exchange too; what is still to come of it
-    // is dropped (SkipTail), not read as commands: it arrived as one line,
-    // however the bytes were cut (found by the dialogue fuzzer).
-    if (st == LineSplitter::Status::kTooLong) skip_tail_ = oauth_refusal_->lines.discarding();
-    std::unique_ptr<OauthRefusal> r = std::move(oauth_refusal_);
-    Refuse(r->reply);
-    return ended_ ? Step::kStopped : Step::kHandled;
-  }
-  if (sasl_ != nullptr) return ProcessSasl(in);
+  // An AUTH exchange, or the answer to an OAuth error challenge.
+  if (Step step; ProcessExchange(in, &step)) return step;
   switch (reader_->Next(in)) {
     case Pop3CommandReader::Event::kNeedMore:
     case Pop3CommandReader::Event::kLine:  // only from NextLine()
@@ -82,58 +68,6 @@ Front::Step Pop3Front::ProcessOne(Buffer& in) {
       return ended_ || waiting_login_ ? Step::kStopped : Step::kHandled;
   }
   return Step::kNeedMore;
-}
-
-Front::Step Pop3Front::ProcessSasl(Buffer& in) {
-  absl::string_view line;
-  size_t consumed = 0;
-  LineSplitter::Status st = sasl_->lines.Next(in, &line, &consumed);
-  if (st == LineSplitter::Status::kNeedMore) {
-    in.Drain(consumed);
-    return Step::kNeedMore;
-  }
-  if (st == LineSplitter::Status::kTooLong) {
-    in.Drain(consumed);
-    skip_tail_ = sasl_->lines.discarding();
-    sasl_.reset();
-    Err("SASL response too long.");
-    return ended_ ? Step::kStopped : Step::kHandled;
-  }
-  SaslServer::Result r = sasl_->server.Step(line);  // before the drain: `line` may be a view
-  in.Drain(consumed);
-  OnSaslResult(r);
-  return ended_ || waiting_login_ ? Step::kStopped : Step::kHandled;
-}
-
-void Pop3Front::OnSaslResult(SaslServer::Result r) {
-  switch (r) {
-    case SaslServer::Result::kChallenge:
-      // RFC 5034 section 4: "+" SP base64 challenge.
-      host_.Send(absl::StrCat("+ ", sasl_->server.challenge(), "\r\n"));
-      return;
-    case SaslServer::Result::kDone: {
-      Credentials c = std::move(sasl_->server.credentials());
-      sasl_.reset();
-      BeginLogin(std::move(c));
-      return;
-    }
-    case SaslServer::Result::kCanceled:
-      sasl_.reset();
-      host_.Send("-ERR Authentication canceled.\r\n");
-      return;
-    case SaslServer::Result::kBad: {
-      std::string why = sasl_->server.error();
-      sasl_.reset();
-      Err(absl::StrCat("Invalid SASL data: ", why));
-      return;
-    }
-  }
-}
-
-void Pop3Front::BeginLogin(Credentials c) {
-  waiting_login_ = true;
-  login_mech_ = c.mechanism;
-  host_.Login(std::move(c));
 }
 
 void Pop3Front::HandleCommand(const Pop3Command& cmd) {
@@ -238,9 +172,7 @@ void Pop3Front::HandleCommand(const Pop3Command& cmd) {
       host_.Send("-ERR Unsupported authentication mechanism.\r\n");
       return;
     }
-    sasl_ = std::make_unique<Sasl>(m, options_.max_sasl_line);
-    OnSaslResult(
-        sasl_->server.Start(args.size() == 2, args.size() == 2 ? absl::string_view(args[1]) : ""));
+    StartSasl(m, args.size() == 2, args.size() == 2 ? absl::string_view(args[1]) : "");
     return;
   }
   Err("Unknown command or not allowed before login.");
@@ -254,17 +186,19 @@ void Pop3Front::LoginSucceeded(const LoginReply& reply) {
   reader_.reset();
 }
 
-void Pop3Front::LoginFailed(const LoginReply& reply) {
-  waiting_login_ = false;
-  if ((login_mech_ == Credentials::Mechanism::kXoauth2 ||
-       login_mech_ == Credentials::Mechanism::kOauthbearer) &&
-      reply.kind != LoginReply::Kind::kUnavailable) {
-    // RFC 7628 section 3.2.2 (and RFC 5034 section 4 for POP3 AUTH).
-    host_.Send(kOauthErrorChallenge);
-    oauth_refusal_ = std::make_unique<OauthRefusal>(reply);
-    return;
+void Pop3Front::SaslFailed(SaslFailure failure, absl::string_view why) {
+  switch (failure) {
+    case SaslFailure::kTooLong:
+      Err("SASL response too long.");
+      return;
+    case SaslFailure::kCanceled:
+      // RFC 5034 section 4: "*" cancels, answered with -ERR.
+      host_.Send("-ERR Authentication canceled.\r\n");
+      return;
+    case SaslFailure::kBadData:
+      Err(absl::StrCat("Invalid SASL data: ", why));
+      return;
   }
-  Refuse(reply);
 }
 
 void Pop3Front::Refuse(const LoginReply& reply) {

@@ -8,14 +8,12 @@
 #include <memory>
 #include <string>
 
-#include "protocol/front.h"
-#include "protocol/line_splitter.h"
 #include "protocol/pop3_command_parser.h"
-#include "protocol/sasl_server.h"
+#include "protocol/sasl_front.h"
 
 namespace postern {
 
-class Pop3Front final : public Front {
+class Pop3Front final : public SaslFront {
  public:
   Pop3Front(FrontHost& host, FrontOptions options);
 
@@ -23,32 +21,19 @@ class Pop3Front final : public Front {
   void Start() override;
   Step ProcessOne(Buffer& in) override;
   void LoginSucceeded(const LoginReply& reply) override;
-  void LoginFailed(const LoginReply& reply) override;
   void TlsStarted() override;
 
  private:
+  // SaslFront
+  void Refuse(const LoginReply& reply) override;
+  void SaslFailed(SaslFailure failure, absl::string_view why) override;
+
   void HandleCommand(const Pop3Command& cmd);
-  Step ProcessSasl(Buffer& in);
-  void OnSaslResult(SaslServer::Result r);
-  void BeginLogin(Credentials c);
-  void Refuse(const LoginReply& reply);
   // -ERR for a client error, then the error budget.
   void Err(absl::string_view text);
 
   std::unique_ptr<Pop3CommandReader> reader_;
   std::string pending_user_;  // from USER, waiting for PASS
-  struct Sasl {
-    Sasl(Credentials::Mechanism m, size_t max_line) : server(m), lines(max_line) {}
-    SaslServer server;
-    LineSplitter lines;
-  };
-  std::unique_ptr<Sasl> sasl_;
-  struct OauthRefusal {
-    explicit OauthRefusal(LoginReply r) : reply(std::move(r)), lines(1024) {}
-    LoginReply reply;
-    LineSplitter lines;
-  };
-  std::unique_ptr<OauthRefusal> oauth_refusal_;  // see ImapFront
 };
 
 }  // namespace postern

@@ -365,6 +365,22 @@ TEST(ImapFrontTest, SameAnswersAtEverySplit) {
   EXPECT_EQ(bytes.Take(), expected);
 }
 
+TEST(ImapFrontTest, TheTailOfAnOverlongSaslLineIsNotACommand) {
+  // The same rule as POP3's below (both fronts share the exchange's code,
+  // protocol/sasl_front.h): the overlong line ends the exchange with
+  // [TOOBIG], and its rest is dropped, not parsed as a command.
+  FrontOptions o = Tls();
+  o.max_sasl_line = 16;
+  Driver d(true, o);
+  d.Take();
+  d.Feed("a AUTHENTICATE PLAIN\r\n");
+  EXPECT_EQ(d.Take(), "+ \r\n");
+  d.Feed(std::string(40, 'A'));
+  d.Feed("b LOGOUT but not a command\r\nc NOOP\r\n");
+  EXPECT_EQ(d.Take(), "a BAD [TOOBIG] SASL response too long.\r\nc OK NOOP completed.\r\n");
+  EXPECT_TRUE(d.host().ended.empty());
+}
+
 TEST(Pop3FrontTest, TheTailOfAnOverlongSaslLineIsNotACommand) {
   // However the bytes are cut (found by the pop3_front fuzzer: in pieces,
   // the tail was parsed as a command).
