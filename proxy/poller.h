@@ -27,7 +27,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "proxy/uv_handle.h"
+#include "routing/uv_owner.h"
 
 namespace postern {
 
@@ -73,7 +73,7 @@ class Poller {
   bool dispatching_ = false;
   uint64_t poll_errors_ = 0;  // failed uv_poll callbacks (logged once a minute)
   uint64_t last_error_log_ms_ = 0;
-  UvHandle<uv_poll_t> handle_;
+  UvOwner<uv_poll_t> handle_;
   std::vector<epoll_event> events_;
 };
 

@@ -230,10 +230,10 @@ Worker::~Worker() {
   listeners_.clear();
   idle_.Reset();
   async_.Reset();
-  grace_timer_ = Timer();
-  drain_timer_ = Timer();
-  sweep_timer_ = Timer();
-  accept_pause_timer_ = Timer();
+  grace_timer_.Reset();
+  drain_timer_.Reset();
+  sweep_timer_.Reset();
+  accept_pause_timer_.Reset();
   uv_run(&loop_, UV_RUN_DEFAULT);  // lingering connections still use the poller
   poller_.reset();
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -432,9 +432,9 @@ void Worker::MaybeFinish() {
     for (auto& f : last) f();
     idle_.Reset();
     async_.Reset();
-    grace_timer_ = Timer();
-    drain_timer_ = Timer();
-    sweep_timer_ = Timer();
+    grace_timer_.Reset();
+    drain_timer_.Reset();
+    sweep_timer_.Reset();
   });
 }
 

@@ -41,6 +41,7 @@
 #include "routing/passwd_file_directory.h"
 #include "routing/redis_client.h"
 #include "routing/router.h"
+#include "routing/uv_owner.h"
 #include "tls/tls_context.h"
 #include "tls/tls_engine.h"
 
@@ -252,8 +253,8 @@ class Worker {
   // queued before a session ended has run by then.
   std::vector<std::unique_ptr<Session>> graveyard_;
   std::vector<std::function<void()>> deferred_;
-  UvHandle<uv_idle_t> idle_;
-  UvHandle<uv_async_t> async_;
+  UvOwner<uv_idle_t> idle_;
+  UvOwner<uv_async_t> async_;
   Timer grace_timer_;
   Timer drain_timer_;  // after the grace: sessions not yet at a safe point are cut
   Timer sweep_timer_;  // session timeouts, once a second

@@ -1,9 +1,10 @@
 #pragma once
 
-// routing/'s own RAII for libuv handles (routing/ may not use proxy/, whose
-// uv_handle.h has the same shape): a handle must not move and must stay
-// allocated until its close callback has run, so the owner allocates it on
-// the heap and, when destroyed, calls uv_close with a callback that frees it.
+// RAII for libuv handles, routing/'s and proxy/'s (proxy/ builds on
+// routing/): a handle must not move and must stay allocated until its close
+// callback has run, so the owner allocates it on the heap and, when
+// destroyed, calls uv_close with a callback that frees it (the shape of
+// CMake's cmUVHandlePtr).
 // The owner clears handle->data first: a callback that fires while the
 // handle closes (a connect or write request cancelled by the close) finds
 // no owner and must return.
