@@ -37,44 +37,14 @@
 #include "absl/strings/string_view.h"
 #include "protocol/buffer.h"
 #include "protocol/proxy_header.h"
-
-#define PROXY_FUZZ_CHECK(cond)                                                           \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      std::fprintf(stderr, "%s:%d: fuzz check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                      \
-    }                                                                                    \
-  } while (0)
+#include "tests/fuzz/fuzz_util.h"
 
 namespace postern {
 namespace {
 
 using Status = ProxyHeaderParser::Status;
 
-// The fuzzer's bytes, consumed from the front; zeros once they run out.
-class Input {
- public:
-  Input(const uint8_t* data, size_t size) : rest_(reinterpret_cast<const char*>(data), size) {}
-  uint8_t Byte() {
-    if (rest_.empty()) return 0;
-    const auto b = static_cast<uint8_t>(rest_.front());
-    rest_.remove_prefix(1);
-    return b;
-  }
-  uint16_t U16() {
-    const uint16_t high = Byte();
-    return static_cast<uint16_t>(high << 8 | Byte());
-  }
-  absl::string_view Bytes(size_t n) {
-    const absl::string_view out = rest_.substr(0, n);
-    rest_.remove_prefix(out.size());
-    return out;
-  }
-  absl::string_view Rest() { return Bytes(rest_.size()); }
-
- private:
-  absl::string_view rest_;
-};
+using fuzz::FuzzInput;
 
 struct Outcome {
   Status status = Status::kNeedMore;
@@ -93,11 +63,11 @@ Outcome Finish(const ProxyHeaderParser& parser, Status status, size_t consumed) 
   if (status == Status::kDone) {
     o.consumed = consumed;
     o.header = parser.header();
-    PROXY_FUZZ_CHECK(parser.size() == consumed);
+    POSTERN_FUZZ_CHECK(parser.size() == consumed);
   } else if (status == Status::kError) {
     o.error = std::string(parser.error().message());
-    PROXY_FUZZ_CHECK(absl::IsInvalidArgument(parser.error()) ||
-                     absl::IsResourceExhausted(parser.error()));
+    POSTERN_FUZZ_CHECK(absl::IsInvalidArgument(parser.error()) ||
+                       absl::IsResourceExhausted(parser.error()));
   } else {
     o.consumed = consumed;
   }
@@ -113,14 +83,14 @@ Outcome FeedPieces(const std::vector<absl::string_view>& pieces,
   for (absl::string_view piece : pieces) {
     size_t used = 0;
     status = parser.Feed(piece, &used);
-    PROXY_FUZZ_CHECK(used <= piece.size());
-    if (status == Status::kNeedMore) PROXY_FUZZ_CHECK(used == piece.size());
+    POSTERN_FUZZ_CHECK(used <= piece.size());
+    if (status == Status::kNeedMore) POSTERN_FUZZ_CHECK(used == piece.size());
     consumed += used;
     if (status != Status::kNeedMore) break;
   }
   if (status != Status::kNeedMore) {
     size_t used = 1;
-    PROXY_FUZZ_CHECK(parser.Feed("x", &used) == status && used == 0);
+    POSTERN_FUZZ_CHECK(parser.Feed("x", &used) == status && used == 0);
   }
   return Finish(parser, status, consumed);
 }
@@ -152,12 +122,12 @@ Outcome FeedBuffer(absl::string_view data, size_t slab, uint32_t seed,
     appended += piece.size();
     status = parser.Feed(buf);
     if (status != Status::kNeedMore) break;
-    PROXY_FUZZ_CHECK(buf.empty());
+    POSTERN_FUZZ_CHECK(buf.empty());
   }
   if (status == Status::kDone) {
     // Exactly the header was drained.
-    PROXY_FUZZ_CHECK(buf.size() == appended - parser.size());
-    PROXY_FUZZ_CHECK(buf.ToString() == data.substr(parser.size(), buf.size()));
+    POSTERN_FUZZ_CHECK(buf.size() == appended - parser.size());
+    POSTERN_FUZZ_CHECK(buf.ToString() == data.substr(parser.size(), buf.size()));
   }
   return Finish(parser, status, status == Status::kDone ? parser.size() : appended);
 }
@@ -176,30 +146,30 @@ void CheckRoundTrip(const ProxyHeader& h) {
   // string close to the 64 KiB len field (the parser's default limit is
   // 4 KiB, but options may raise it).
   if (!bytes.ok()) {
-    PROXY_FUZZ_CHECK(h.alpn.size() + h.ssl.version.size() + h.ssl.cipher.size() > 60000);
+    POSTERN_FUZZ_CHECK(h.alpn.size() + h.ssl.version.size() + h.ssl.cipher.size() > 60000);
     return;
   }
   ProxyHeaderOptions big;
   big.max_v2_size = 16 + 65535;
   const Outcome o = FeedPieces({*bytes}, big);
-  PROXY_FUZZ_CHECK(o.status == Status::kDone);
-  PROXY_FUZZ_CHECK(o.consumed == bytes->size());
+  POSTERN_FUZZ_CHECK(o.status == Status::kDone);
+  POSTERN_FUZZ_CHECK(o.consumed == bytes->size());
   // v4 pairs stay v4; a pair with v6 goes as v6 (v4 mapped).
   const bool v4 = h.source.v4 && h.destination.v4;
-  PROXY_FUZZ_CHECK(o.header.source.ip == h.source.ip && o.header.source.port == h.source.port);
-  PROXY_FUZZ_CHECK(o.header.destination.ip == h.destination.ip);
-  PROXY_FUZZ_CHECK(o.header.destination.port == h.destination.port);
-  PROXY_FUZZ_CHECK(o.header.source.v4 == v4 && o.header.destination.v4 == v4);
-  PROXY_FUZZ_CHECK(o.header.authority == h.authority && o.header.alpn == h.alpn);
-  PROXY_FUZZ_CHECK(o.header.unique_id == h.unique_id && o.header.crc32c);
-  PROXY_FUZZ_CHECK(o.header.ssl.client_ssl() == tlvs.ssl);
+  POSTERN_FUZZ_CHECK(o.header.source.ip == h.source.ip && o.header.source.port == h.source.port);
+  POSTERN_FUZZ_CHECK(o.header.destination.ip == h.destination.ip);
+  POSTERN_FUZZ_CHECK(o.header.destination.port == h.destination.port);
+  POSTERN_FUZZ_CHECK(o.header.source.v4 == v4 && o.header.destination.v4 == v4);
+  POSTERN_FUZZ_CHECK(o.header.authority == h.authority && o.header.alpn == h.alpn);
+  POSTERN_FUZZ_CHECK(o.header.unique_id == h.unique_id && o.header.crc32c);
+  POSTERN_FUZZ_CHECK(o.header.ssl.client_ssl() == tlvs.ssl);
   // The writer describes a TLS client only (PP2_CLIENT_SSL set): a header
   // whose SSL TLV had that bit clear loses its version and cipher.
-  PROXY_FUZZ_CHECK(o.header.ssl.version == (tlvs.ssl ? h.ssl.version : ""));
-  PROXY_FUZZ_CHECK(o.header.ssl.cipher == (tlvs.ssl ? h.ssl.cipher : ""));
+  POSTERN_FUZZ_CHECK(o.header.ssl.version == (tlvs.ssl ? h.ssl.version : ""));
+  POSTERN_FUZZ_CHECK(o.header.ssl.cipher == (tlvs.ssl ? h.ssl.cipher : ""));
 }
 
-void FuzzParser(Input& in) {
+void FuzzParser(FuzzInput& in) {
   const uint8_t flags = in.Byte();
   ProxyHeaderOptions options;
   options.accept_v1 = (flags & 1) == 0;
@@ -209,38 +179,38 @@ void FuzzParser(Input& in) {
   const absl::string_view data = in.Rest();
 
   const Outcome whole = FeedPieces({data}, options);
-  PROXY_FUZZ_CHECK(FeedPieces(Cut(data, 1, 1), options) == whole);  // one byte at a time
-  PROXY_FUZZ_CHECK(FeedPieces(Cut(data, seed + 7, 5), options) == whole);
-  PROXY_FUZZ_CHECK(FeedPieces(Cut(data, seed + 11, 64), options) == whole);
-  PROXY_FUZZ_CHECK(FeedBuffer(data, 1 + flags % 17, seed, options) == whole);
+  POSTERN_FUZZ_CHECK(FeedPieces(Cut(data, 1, 1), options) == whole);  // one byte at a time
+  POSTERN_FUZZ_CHECK(FeedPieces(Cut(data, seed + 7, 5), options) == whole);
+  POSTERN_FUZZ_CHECK(FeedPieces(Cut(data, seed + 11, 64), options) == whole);
+  POSTERN_FUZZ_CHECK(FeedBuffer(data, 1 + flags % 17, seed, options) == whole);
   if (whole.status == Status::kNeedMore) {
-    PROXY_FUZZ_CHECK(whole.consumed == data.size());
+    POSTERN_FUZZ_CHECK(whole.consumed == data.size());
     return;
   }
   if (whole.status != Status::kDone) return;
 
   // Never past the header.
   const absl::string_view header = data.substr(0, whole.consumed);
-  PROXY_FUZZ_CHECK(whole.consumed <= data.size());
+  POSTERN_FUZZ_CHECK(whole.consumed <= data.size());
   if (whole.header.version == 2) {
-    PROXY_FUZZ_CHECK(header.size() >= 16);
+    POSTERN_FUZZ_CHECK(header.size() >= 16);
     const size_t len = static_cast<uint8_t>(header[14]) << 8 | static_cast<uint8_t>(header[15]);
-    PROXY_FUZZ_CHECK(header.size() == 16 + len);
-    PROXY_FUZZ_CHECK(header.size() <= options.max_v2_size);
+    POSTERN_FUZZ_CHECK(header.size() == 16 + len);
+    POSTERN_FUZZ_CHECK(header.size() <= options.max_v2_size);
   } else {
-    PROXY_FUZZ_CHECK(whole.header.version == 1);
-    PROXY_FUZZ_CHECK(header.find("\r\n") == header.size() - 2);
-    PROXY_FUZZ_CHECK(header.size() <= ProxyHeaderParser::kMaxV1Size);
+    POSTERN_FUZZ_CHECK(whole.header.version == 1);
+    POSTERN_FUZZ_CHECK(header.find("\r\n") == header.size() - 2);
+    POSTERN_FUZZ_CHECK(header.size() <= ProxyHeaderParser::kMaxV1Size);
   }
-  PROXY_FUZZ_CHECK(FeedPieces({header.substr(0, header.size() - 1)}, options).status ==
-                   Status::kNeedMore);
+  POSTERN_FUZZ_CHECK(FeedPieces({header.substr(0, header.size() - 1)}, options).status ==
+                     Status::kNeedMore);
   const absl::StatusOr<ProxyHeader> framed =
       whole.header.version == 2 ? ParseProxyV2(header) : ParseProxyV1(header);
-  PROXY_FUZZ_CHECK(framed.ok() && *framed == whole.header);
+  POSTERN_FUZZ_CHECK(framed.ok() && *framed == whole.header);
   CheckRoundTrip(whole.header);
 }
 
-ProxyAddress FuzzAddress(Input& in, bool v4) {
+ProxyAddress FuzzAddress(FuzzInput& in, bool v4) {
   std::array<uint8_t, 16> ip{};
   const absl::string_view bytes = in.Bytes(v4 ? 4 : 16);
   std::copy(bytes.begin(), bytes.end(), ip.begin());
@@ -249,7 +219,7 @@ ProxyAddress FuzzAddress(Input& in, bool v4) {
   return ProxyAddress::V6(ip, port);
 }
 
-void FuzzWriter(Input& in) {
+void FuzzWriter(FuzzInput& in) {
   const uint8_t flags = in.Byte();
   const ProxyAddress src = FuzzAddress(in, (flags & 1) != 0);
   const ProxyAddress dst = FuzzAddress(in, (flags & 2) != 0);
@@ -266,28 +236,28 @@ void FuzzWriter(Input& in) {
 
   const absl::StatusOr<std::string> bytes = BuildProxyV2(src, dst, tlvs);
   if (!bytes.ok()) {
-    PROXY_FUZZ_CHECK(absl::IsInvalidArgument(bytes.status()));
-    PROXY_FUZZ_CHECK(tlvs.authority.size() > 255 || tlvs.unique_id.size() > 128 ||
-                     tlvs.ssl_cipher.size() > 60000);
+    POSTERN_FUZZ_CHECK(absl::IsInvalidArgument(bytes.status()));
+    POSTERN_FUZZ_CHECK(tlvs.authority.size() > 255 || tlvs.unique_id.size() > 128 ||
+                       tlvs.ssl_cipher.size() > 60000);
     return;
   }
   ProxyHeaderOptions big;
   big.max_v2_size = 16 + 65535;
   const std::string stream = *bytes + "a1 CAPABILITY\r\n";
   const Outcome whole = FeedPieces({stream}, big);
-  PROXY_FUZZ_CHECK(whole.status == Status::kDone);
-  PROXY_FUZZ_CHECK(whole.consumed == bytes->size());
-  PROXY_FUZZ_CHECK(FeedPieces(Cut(stream, flags, 1), big) == whole);
+  POSTERN_FUZZ_CHECK(whole.status == Status::kDone);
+  POSTERN_FUZZ_CHECK(whole.consumed == bytes->size());
+  POSTERN_FUZZ_CHECK(FeedPieces(Cut(stream, flags, 1), big) == whole);
   const ProxyHeader& h = whole.header;
   const bool v4 = src.v4 && dst.v4;
-  PROXY_FUZZ_CHECK(h.version == 2 && h.kind == ProxyKind::kProxy);
-  PROXY_FUZZ_CHECK(h.source.ip == src.ip && h.source.port == src.port && h.source.v4 == v4);
-  PROXY_FUZZ_CHECK(h.destination.ip == dst.ip && h.destination.port == dst.port);
-  PROXY_FUZZ_CHECK(h.authority == tlvs.authority && h.alpn == tlvs.alpn);
-  PROXY_FUZZ_CHECK(h.unique_id == tlvs.unique_id && h.crc32c == tlvs.crc32c);
-  PROXY_FUZZ_CHECK(h.ssl.client_ssl() == tlvs.ssl);
+  POSTERN_FUZZ_CHECK(h.version == 2 && h.kind == ProxyKind::kProxy);
+  POSTERN_FUZZ_CHECK(h.source.ip == src.ip && h.source.port == src.port && h.source.v4 == v4);
+  POSTERN_FUZZ_CHECK(h.destination.ip == dst.ip && h.destination.port == dst.port);
+  POSTERN_FUZZ_CHECK(h.authority == tlvs.authority && h.alpn == tlvs.alpn);
+  POSTERN_FUZZ_CHECK(h.unique_id == tlvs.unique_id && h.crc32c == tlvs.crc32c);
+  POSTERN_FUZZ_CHECK(h.ssl.client_ssl() == tlvs.ssl);
   if (tlvs.ssl) {
-    PROXY_FUZZ_CHECK(h.ssl.version == tlvs.ssl_version && h.ssl.cipher == tlvs.ssl_cipher);
+    POSTERN_FUZZ_CHECK(h.ssl.version == tlvs.ssl_version && h.ssl.cipher == tlvs.ssl_cipher);
   }
 }
 
@@ -295,7 +265,7 @@ void FuzzWriter(Input& in) {
 }  // namespace postern
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  postern::Input in(data, size);
+  postern::fuzz::FuzzInput in(data, size);
   if ((in.Byte() & 1) == 0) {
     postern::FuzzParser(in);
   } else {
