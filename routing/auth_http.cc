@@ -82,14 +82,6 @@ bool Wanted(absl::string_view lower_name) {
          std::end(kWantedHeaders);
 }
 
-DirectoryAnswer Unavailable(std::string detail) {
-  DirectoryAnswer a;
-  a.verdict = DirectoryAnswer::Verdict::kUnavailable;
-  a.cacheable = false;
-  a.detail = std::move(detail);
-  return a;
-}
-
 }  // namespace
 
 std::string AuthHttpEscape(absl::string_view in) { return Escape(in, false); }
@@ -382,7 +374,8 @@ absl::StatusOr<std::string> ParseAuthHttpServerAddress(absl::string_view value) 
 AuthHttpOutcome InterpretAuthHttpResponse(const AuthHttpResponse& r) {
   AuthHttpOutcome out;
   if (r.http_status < 200 || r.http_status > 299) {
-    out.answer = Unavailable(absl::StrCat("auth http server answered HTTP ", r.http_status));
+    out.answer = DirectoryAnswer::Unavailable(
+        absl::StrCat("auth http server answered HTTP ", r.http_status));
     return out;
   }
   const std::chrono::seconds wait{
@@ -409,7 +402,7 @@ AuthHttpOutcome InterpretAuthHttpResponse(const AuthHttpResponse& r) {
   if (r.status_wait) {
     out.kind = AuthHttpOutcome::Kind::kAskAgain;
     out.again_after = wait;
-    a = Unavailable("auth http server asked to wait");
+    a = DirectoryAnswer::Unavailable("auth http server asked to wait");
     return out;
   }
   // Accepted (or no Auth-Status at all, which nginx takes as accepted too
@@ -420,20 +413,21 @@ AuthHttpOutcome InterpretAuthHttpResponse(const AuthHttpResponse& r) {
   const bool has_backend = r.backend && !r.backend->empty();
   const bool has_shard = r.shard && !r.shard->empty();
   if (has_server != has_port || (!has_server && !has_backend && !has_shard)) {
-    a = Unavailable("auth http server did not send server or port");
+    a = DirectoryAnswer::Unavailable("auth http server did not send server or port");
     return out;
   }
   if (has_server) {
     absl::StatusOr<std::string> host = ParseAuthHttpServerAddress(*r.server);
     if (!host.ok()) {
-      a = Unavailable(absl::StrCat("auth http server sent invalid server address \"",
-                                   AuthHttpEscapeStrict(*r.server), "\""));
+      a = DirectoryAnswer::Unavailable(
+          absl::StrCat("auth http server sent invalid server address \"",
+                       AuthHttpEscapeStrict(*r.server), "\""));
       return out;
     }
     std::optional<int64_t> port = NginxAtoi(*r.port);
     if (!port || *port < 1 || *port > 65535) {
-      a = Unavailable(absl::StrCat("auth http server sent invalid server port \"",
-                                   AuthHttpEscapeStrict(*r.port), "\""));
+      a = DirectoryAnswer::Unavailable(absl::StrCat("auth http server sent invalid server port \"",
+                                                    AuthHttpEscapeStrict(*r.port), "\""));
       return out;
     }
     a.host = *std::move(host);
@@ -444,8 +438,8 @@ AuthHttpOutcome InterpretAuthHttpResponse(const AuthHttpResponse& r) {
     if (m == "yes" || m == "on" || m == "true" || m == "1") {
       a.master = true;
     } else if (!(m == "no" || m == "off" || m == "false" || m == "0" || m.empty())) {
-      a = Unavailable(absl::StrCat("auth http server sent invalid Auth-Master \"",
-                                   AuthHttpEscapeStrict(*r.master), "\""));
+      a = DirectoryAnswer::Unavailable(absl::StrCat("auth http server sent invalid Auth-Master \"",
+                                                    AuthHttpEscapeStrict(*r.master), "\""));
       return out;
     }
   }

@@ -21,14 +21,6 @@ constexpr size_t kMaxServers = 64;
 // again on another connection, at most this many times.
 constexpr int kMaxStaleRetries = 2;
 
-DirectoryAnswer Unavailable(std::string detail) {
-  DirectoryAnswer a;
-  a.verdict = DirectoryAnswer::Verdict::kUnavailable;
-  a.cacheable = false;
-  a.detail = std::move(detail);
-  return a;
-}
-
 // "1.2.3.4:80" or "[::1]:80" -> the address, and the host part for Host.
 absl::Status ParseServer(absl::string_view text, sockaddr_storage* addr, std::string* host) {
   const size_t colon = text.rfind(':');
@@ -228,8 +220,8 @@ std::unique_ptr<Directory::Lookup> AuthHttpDirectory::Start(const DirectoryReque
   Pump();
   if (job->state == Job::State::kQueued && queue_.size() > options_.max_queue) {
     ++stats_.queue_full;
-    Finish(job, Unavailable(absl::StrCat("auth http: ", options_.max_queue,
-                                         " lookups already wait for a connection")));
+    Finish(job, DirectoryAnswer::Unavailable(absl::StrCat(
+                    "auth http: ", options_.max_queue, " lookups already wait for a connection")));
   }
   return handle;
 }
@@ -284,8 +276,8 @@ void AuthHttpDirectory::OnDeadline(Job* job) {
   ++stats_.timeouts;
   // A connection carrying the request keeps it: bounded by attempt_timeout,
   // it may still bring an answer (dropped) and go back to the pool.
-  Finish(job, Unavailable(absl::StrCat("auth http server did not answer within ",
-                                       options_.timeout.count(), " ms")));
+  Finish(job, DirectoryAnswer::Unavailable(absl::StrCat("auth http server did not answer within ",
+                                                        options_.timeout.count(), " ms")));
 }
 
 size_t AuthHttpDirectory::FirstServer() const {
@@ -321,7 +313,7 @@ void AuthHttpDirectory::ServerFailed(size_t server) {
 
 void AuthHttpDirectory::AttemptFailed(Job* job, const std::string& why) {
   if (!NextServer(job)) {
-    Finish(job, Unavailable(why));
+    Finish(job, DirectoryAnswer::Unavailable(why));
     return;
   }
   ++stats_.failovers;
@@ -338,8 +330,8 @@ void AuthHttpDirectory::HandleResponse(Job* job, const AuthHttpResponse& respons
   }
   // Auth-Status: WAIT: ask again later (nginx does so without a bound).
   if (++job->wait_rounds > options_.max_wait_rounds) {
-    Finish(job,
-           Unavailable(absl::StrCat("auth http server said WAIT ", job->wait_rounds, " times")));
+    Finish(job, DirectoryAnswer::Unavailable(
+                    absl::StrCat("auth http server said WAIT ", job->wait_rounds, " times")));
     return;
   }
   job->state = Job::State::kSleeping;
@@ -612,7 +604,8 @@ void AuthHttpDirectory::ResponseDone(Conn* conn, bool ok, bool keep) {
   if (job == nullptr) {
     ++stats_.discarded;  // its lookup was cancelled or timed out
   } else if (!ok) {
-    Finish(job, Unavailable(absl::StrCat("auth http server ", server, ": ", error)));
+    Finish(job,
+           DirectoryAnswer::Unavailable(absl::StrCat("auth http server ", server, ": ", error)));
   } else {
     HandleResponse(job, *response);
   }

@@ -92,6 +92,15 @@ struct DirectoryAnswer {
   // May this answer be cached (and for how long, 0: the cache's default)?
   bool cacheable = true;
   std::chrono::milliseconds ttl{0};
+
+  // "Try later", with `detail` for the log; never cached.
+  static DirectoryAnswer Unavailable(std::string detail) {
+    DirectoryAnswer a;
+    a.verdict = Verdict::kUnavailable;
+    a.cacheable = false;
+    a.detail = std::move(detail);
+    return a;
+  }
 };
 
 class Directory {

@@ -275,21 +275,16 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
                                 ? Refusal("bad password field")
                                 : PasswdFileDirectory::Answer(*w->entry, w->matched, w->protocol));
         } else {
-          DirectoryAnswer a;
-          a.verdict = DirectoryAnswer::Verdict::kUnavailable;
-          a.detail = "password check canceled";
-          Deliver(w->state, std::move(a));
+          Deliver(w->state, DirectoryAnswer::Unavailable("password check canceled"));
         }
         delete w;
       });
   if (r != 0) {
     OPENSSL_cleanse(w->password.data(), w->password.size());
     delete w;
-    DirectoryAnswer a;
-    a.verdict = DirectoryAnswer::Verdict::kUnavailable;
-    a.detail = absl::StrCat("thread pool: ", uv_strerror(r));
     Done d = std::move(state->done);
-    return PostAnswer(post_, std::move(d), std::move(a));
+    return PostAnswer(post_, std::move(d),
+                      DirectoryAnswer::Unavailable(absl::StrCat("thread pool: ", uv_strerror(r))));
   }
   state->work = &w->req;
   // The lookup's own bound: a pool busy with other hashes (a flood of slow
@@ -306,10 +301,7 @@ std::unique_ptr<Directory::Lookup> PasswdFileDirectory::Start(const DirectoryReq
         std::shared_ptr<LookupState> s = *static_cast<std::shared_ptr<LookupState>*>(timer->data);
         CloseDeadline(s.get());
         if (s->work != nullptr) uv_cancel(reinterpret_cast<uv_req_t*>(s->work));
-        DirectoryAnswer a;
-        a.verdict = DirectoryAnswer::Verdict::kUnavailable;
-        a.detail = "password check timed out";
-        Deliver(s, std::move(a));
+        Deliver(s, DirectoryAnswer::Unavailable("password check timed out"));
       },
       static_cast<uint64_t>(timeout_.count()), 0);
   return std::make_unique<LookupHandle>(state);
