@@ -22,6 +22,11 @@ PeerAddress PeerAddress::From(const sockaddr* sa) {
   } else if (sa->sa_family == AF_INET6) {
     const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
     std::memcpy(a.ip.data(), &in6->sin6_addr, 16);
+    // An IPv4 client of a dual-stack ("[::]") listener arrives as
+    // ::ffff:a.b.c.d (RFC 4291 section 2.5.5.2): it is that IPv4 address,
+    // for logs, backends, auth services and PROXY headers alike (the bytes
+    // are already the mapped form every PeerAddress keeps).
+    a.v4 = IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr);
     a.port = ntohs(in6->sin6_port);
     a.known = true;
   }
