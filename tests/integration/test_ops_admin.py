@@ -251,13 +251,14 @@ class MetricsTest(opshelp.AdminTestCase):
         series = ("postern_relayed_bytes_total",
                   {"listener": "imap-plain", "direction": "server_to_client"})
         before = self.settled({"down": series})
+        mark = self.mark()  # the client port alone may be an earlier session's too
         c = self.connect("imap-plain")
         n = harness.start_fetch_last(self, c, "dave")
         untagged, tagged = c.imap_until_tagged("c", timeout=30)
         self.assertEqual(untagged[0], b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(self.big))
                          + self.big + b")\r\n")
         c.imap("d", "LOGOUT")
-        ends = opshelp.wait_events(self.log, "session_end",
+        ends = opshelp.wait_events(lambda: self.since(mark), "session_end",
                                    client="127.0.0.1:%d" % opshelp.local_port(c))
         self.assertEqual(ends[0]["stage"], "splice")
         q = promql(series[0], **series[1])
@@ -1219,8 +1220,14 @@ class TraceTest(opshelp.AdminTestCase):
 
     def open(self, listener):
         tls = listener in ("imaps", "pop3s")
+        # c's session is found by its client port, among the events logged
+        # after c connected: the kernel may give an earlier connection's port
+        # to a later one, and this class's tests share one postern (in CI an
+        # IMAPS session and a POP3S session 0.7 s apart had the same port).
+        mark = self.mark()
         c = RecConn(self.bed.addr(listener), tls=tls, cafile=self.bed.cert)
         self.addCleanup(c.close)
+        c.log_mark = mark
         c.greeting = c.readline()
         return c
 
@@ -1228,7 +1235,8 @@ class TraceTest(opshelp.AdminTestCase):
         """(client text, server text) of c's session's trace, once it ended."""
         c.read_to_eof(timeout=10)
         port = opshelp.local_port(c)
-        end = opshelp.wait_events(self.log, "session_end", client="127.0.0.1:%d" % port)
+        end = opshelp.wait_events(lambda: self.since(c.log_mark), "session_end",
+                                  client="127.0.0.1:%d" % port)
         self.assertEqual(len(end), 1, end)
         sid = end[0]["session"]
         starts = opshelp.events(self.log(), "trace_start", session=sid)
@@ -1361,7 +1369,7 @@ class TraceTest(opshelp.AdminTestCase):
         self.assertIn(big, b"".join(untagged))
         c.imap("d", "LOGOUT")
         self.check(c, at, b"a LOGIN ***\r\n")
-        sid = opshelp.events(self.log(), "session_end",
+        sid = opshelp.events(self.since(c.log_mark), "session_end",
                              client="127.0.0.1:%d" % opshelp.local_port(c))[0]
         self.assertEqual(sid["stage"], "relay", "a traced session was spliced")
 
@@ -1426,7 +1434,7 @@ class TraceTest(opshelp.AdminTestCase):
         client, server = self.trace_of(c, "gwen")
         self.assertEqual(server, bytes(c.got))
         self.assertEqual(client, b"USER gwen\r\nPASS ***\r\n" + bytes(c.sent[at:]))
-        end = opshelp.events(self.log(), "session_end",
+        end = opshelp.events(self.since(c.log_mark), "session_end",
                              client="127.0.0.1:%d" % opshelp.local_port(c))[0]
         self.assertEqual(end["stage"], "gateway")
 
@@ -1466,6 +1474,7 @@ class TraceCutTest(opshelp.AdminTestCase):
 
     def test_trace_is_cut_at_8_mib(self):
         big = crlf(self.bed.dovecot.messages("tracy")[-1])
+        mark = self.mark()
         c = self.connect("imaps")
         port = opshelp.local_port(c)
         _, tagged = c.imap("a", "LOGIN tracy %s" % TRACE_PW)
@@ -1477,8 +1486,8 @@ class TraceCutTest(opshelp.AdminTestCase):
         self.assertEqual(hashlib.sha256(untagged[0]).hexdigest(), hashlib.sha256(
             b"* %d FETCH (BODY[] {%d}\r\n" % (n, len(big)) + big + b")\r\n").hexdigest())
         c.imap("d", "LOGOUT")
-        end = opshelp.wait_events(self.log, "session_end", client="127.0.0.1:%d" % port,
-                                  timeout=20)[0]
+        end = opshelp.wait_events(lambda: self.since(mark), "session_end",
+                                  client="127.0.0.1:%d" % port, timeout=20)[0]
         sid = end["session"]
         evs = opshelp.events(self.log(), None, session=sid)
         cuts = [e for e in evs if e["event"] == "trace_cut"]
