@@ -3,10 +3,14 @@
 // /proc parsers, percentiles and JSON quoting.
 
 #include <openssl/sha.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -422,6 +426,84 @@ TEST(ProcStatsTest, SamplesOurselves) {
   absl::StatusOr<ProcSample> s = SampleProc(getpid());
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_GT(s->rss_kb, 0u);
+  EXPECT_EQ(s->task_ns.count({getpid(), getpid()}), 1u);  // the main thread
+}
+
+TEST(ProcStatsTest, ParsesSchedstat) {
+  absl::StatusOr<uint64_t> ns = ParseSchedstatNs("237628521 86023492 1465\n");
+  ASSERT_TRUE(ns.ok());
+  EXPECT_EQ(*ns, 237628521u);
+  EXPECT_FALSE(ParseSchedstatNs("").ok());
+  EXPECT_FALSE(ParseSchedstatNs("x 1 2").ok());
+}
+
+TEST(ProcStatsTest, CpuBetweenSamplesIsPreciseOnlyForTheSameThreads) {
+  ProcSample a;
+  ProcSample b;
+  a.cpu_s = 1.00;  // ticks: 100 ms apart
+  b.cpu_s = 1.10;
+  a.task_ns = {{{7, 7}, 1'000'000'000}, {{7, 8}, 500'000'000}};
+  b.task_ns = {{{7, 7}, 1'060'000'000}, {{7, 8}, 523'000'000}};
+  bool precise = false;
+  EXPECT_DOUBLE_EQ(CpuSecondsBetween(a, b, &precise), 0.083);
+  EXPECT_TRUE(precise);
+  // A thread ended and another began: its time is only in the ticks.
+  b.task_ns = {{{7, 7}, 1'060'000'000}, {{7, 9}, 23'000'000}};
+  EXPECT_DOUBLE_EQ(CpuSecondsBetween(a, b, &precise), 1.10 - 1.00);
+  EXPECT_FALSE(precise);
+  // Nothing readable before.
+  a.task_ns.clear();
+  EXPECT_DOUBLE_EQ(CpuSecondsBetween(a, b, &precise), 1.10 - 1.00);
+  EXPECT_FALSE(precise);
+}
+
+TEST(ProcStatsTest, BusyThreadIsMeasuredBelowOneTick) {
+  // 3 ms of work, less than a tick of /proc/PID/stat, by a thread that is
+  // blocked at both samples (a running thread's schedstat lags until it is
+  // next descheduled).
+  std::mutex m;
+  std::condition_variable cv;
+  int phase = 0;
+  std::thread worker([&] {
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return phase == 1; });
+    timespec start;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    volatile uint64_t x = 0;
+    for (;;) {
+      for (int i = 0; i < 10000; ++i) x = x + i;
+      timespec now;
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+      if ((now.tv_sec - start.tv_sec) * 1e9 + (now.tv_nsec - start.tv_nsec) > 3e6) break;
+    }
+    phase = 2;
+    cv.notify_all();
+    cv.wait(lock, [&] { return phase == 3; });
+  });
+  absl::StatusOr<ProcSample> a = SampleProc(getpid());
+  {
+    std::lock_guard<std::mutex> lock(m);
+    phase = 1;
+  }
+  cv.notify_all();
+  {
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return phase == 2; });
+  }
+  absl::StatusOr<ProcSample> b = SampleProc(getpid());
+  {
+    std::lock_guard<std::mutex> lock(m);
+    phase = 3;
+  }
+  cv.notify_all();
+  worker.join();
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(b.ok());
+  bool precise = false;
+  double s = CpuSecondsBetween(*a, *b, &precise);
+  ASSERT_TRUE(precise);
+  EXPECT_GE(s, 0.0029);
+  EXPECT_LT(s, 1.0);
 }
 
 TEST(ReportTest, NearestRankPercentiles) {

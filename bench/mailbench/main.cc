@@ -203,12 +203,14 @@ int Main(int argc, char** argv) {
   JsonObject proc;
   bool have_proc = before.has_value() && after.has_value();
   double cpu_s = 0;
+  bool cpu_precise = false;
   if (have_proc) {
-    cpu_s = after->cpu_s - before->cpu_s;
+    cpu_s = CpuSecondsBetween(*before, *after, &cpu_precise);
     std::string pids;
     for (int p : o.pids) absl::StrAppend(&pids, pids.empty() ? "" : ",", p);
     proc.Add("pids", pids)
         .Add("cpu_s", cpu_s)
+        .Add("cpu_source", cpu_precise ? "schedstat" : "stat")
         .Add("rss_kb_before", before->rss_kb)
         .Add("pss_kb_before", before->pss_kb)
         .Add("rss_kb_after", after->rss_kb)
@@ -218,7 +220,7 @@ int Main(int argc, char** argv) {
     if (held_start && held_end) {
       proc.Add("rss_kb_held", held_end->rss_kb)
           .Add("pss_kb_held", held_end->pss_kb)
-          .Add("cpu_s_during_hold", held_end->cpu_s - held_start->cpu_s);
+          .Add("cpu_s_during_hold", CpuSecondsBetween(*held_start, *held_end, &cpu_precise));
       if (held_count > 0) {
         proc.Add("rss_bytes_per_held",
                  (static_cast<double>(held_end->rss_kb) - before->rss_kb) * 1024 / held_count)
