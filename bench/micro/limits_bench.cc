@@ -21,6 +21,7 @@
 #include <linux/sockios.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -65,22 +66,13 @@ void BM_PerIpAcquireRelease(benchmark::State& state) {
   ConnectionLimiter limiter(256);
   std::vector<IpKey> keys(static_cast<size_t>(spread));
   for (int i = 0; i < spread; ++i) {
-    keys[static_cast<size_t>(i)].ip = {0,
-                                       0,
-                                       0,
-                                       0,
-                                       0,
-                                       0,
-                                       0,
-                                       0,
-                                       0,
-                                       0,
-                                       0xff,
-                                       0xff,
-                                       10,
-                                       static_cast<uint8_t>(i >> 16),
-                                       static_cast<uint8_t>(i >> 8),
-                                       static_cast<uint8_t>(i)};
+    // ::ffff:10.x.y.z, as PeerAddress keys an IPv4 client.
+    std::array<uint8_t, 16>& ip = keys[static_cast<size_t>(i)].ip;
+    ip[10] = ip[11] = 0xff;
+    ip[12] = 10;
+    ip[13] = static_cast<uint8_t>(i >> 16);
+    ip[14] = static_cast<uint8_t>(i >> 8);
+    ip[15] = static_cast<uint8_t>(i);
     limiter.Acquire(keys[static_cast<size_t>(i)]);  // held open, as by other sessions
   }
   size_t i = 0;
