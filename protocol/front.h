@@ -179,9 +179,9 @@ class Front {
   std::vector<std::pair<std::string, std::string>> trusted_id_;
   uint32_t errors_ = 0;
   uint32_t auth_failures_ = 0;
-  // The mechanism of the login in flight (OAuth refusals take one more
-  // round trip, RFC 7628 section 3.2.2).
-  Credentials::Mechanism login_mech_ = Credentials::Mechanism::kLogin;
+  // The login in flight is an OAuth one (its refusal takes one more round
+  // trip, RFC 7628 section 3.2.2).
+  bool oauth_login_ = false;
   bool waiting_login_ = false;
   bool logged_in_ = false;
   bool ended_ = false;

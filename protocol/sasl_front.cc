@@ -9,9 +9,7 @@ namespace postern {
 
 void SaslFront::LoginFailed(const LoginReply& reply) {
   waiting_login_ = false;
-  if ((login_mech_ == Credentials::Mechanism::kXoauth2 ||
-       login_mech_ == Credentials::Mechanism::kOauthbearer) &&
-      reply.kind != LoginReply::Kind::kUnavailable) {
+  if (oauth_login_ && reply.kind != LoginReply::Kind::kUnavailable) {
     // RFC 7628 section 3.2.2 (and RFC 5034 section 4 for POP3 AUTH): a
     // refused token gets an error challenge; the refusal follows the
     // client's (dummy) answer.
@@ -24,7 +22,7 @@ void SaslFront::LoginFailed(const LoginReply& reply) {
 
 void SaslFront::BeginLogin(Credentials c) {
   waiting_login_ = true;
-  login_mech_ = c.mechanism;
+  oauth_login_ = c.oauth();
   host_.Login(std::move(c));
 }
 
