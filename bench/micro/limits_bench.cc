@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "bench/micro/tcp_pair.h"
 #include "benchmark/benchmark.h"
 #include "protocol/stream_tracker.h"
 #include "proxy/connection_limiter.h"
@@ -35,29 +36,9 @@
 namespace postern {
 namespace {
 
-// A connected loopback TCP pair: `a` writes, `b` reads.
-struct TcpPair {
-  int a = -1, b = -1;
-  TcpPair() {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (l < 0 || bind(l, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(l, 1) != 0 ||
-        getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      std::abort();
-    }
-    a = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(a, reinterpret_cast<sockaddr*>(&addr), len) != 0) std::abort();
-    b = accept(l, nullptr, nullptr);
-    close(l);
-  }
-  ~TcpPair() {
-    close(a);
-    close(b);
-  }
-};
+using micro::ReadAll;
+using micro::TcpPair;
+using micro::WriteAll;
 
 void BM_PerIpAcquireRelease(benchmark::State& state) {
   // One client address (the bench's 127.0.0.1) or many: the table's size
@@ -137,24 +118,6 @@ std::string FetchStream(int first) {
     absl::StrAppend(&s, "* ", i, " FETCH (UID ", i, " BODY[] {", kBody, "}\r\n", body, ")\r\n");
   }
   return s;
-}
-
-void WriteAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w <= 0) std::abort();
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-void ReadAll(int fd, char* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r <= 0) std::abort();
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
 }
 
 void Out(Pipe& p, int to, size_t* pending) {

@@ -16,60 +16,29 @@
 #include <string>
 #include <vector>
 
+#include "bench/micro/tcp_pair.h"
 #include "benchmark/benchmark.h"
 #include "proxy/pipe_pool.h"
 
 namespace postern {
 namespace {
 
-// A connected loopback TCP pair: first writes, second reads.
-struct TcpPair {
-  int a = -1, b = -1;
-  TcpPair() {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (l < 0 || bind(l, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(l, 1) != 0 ||
-        getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-      std::abort();
-    }
-    a = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(a, reinterpret_cast<sockaddr*>(&addr), len) != 0) std::abort();
-    b = accept(l, nullptr, nullptr);
-    close(l);
-    int one = 1;
-    setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  }
-  ~TcpPair() {
-    close(a);
-    close(b);
-  }
-};
+using micro::ReadAll;
+using micro::TcpPair;
+using micro::WriteAll;
 
-void WriteAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w <= 0) std::abort();
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-void ReadAll(int fd, char* p, size_t n) {
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r <= 0) std::abort();
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
+// TCP_NODELAY on both ends of a pair, as Postern's sockets have it.
+void NoDelay(const TcpPair& p) {
+  int one = 1;
+  setsockopt(p.a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(p.b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 void BM_RelayReadWrite(benchmark::State& state) {
   const size_t chunk = static_cast<size_t>(state.range(0));
   TcpPair in, out;  // writer -> [in.b  relay  out.a] -> reader
+  NoDelay(in);
+  NoDelay(out);
   std::string data(chunk, 'x');
   std::vector<char> relay(64 * 1024), sink(chunk);
   for (auto _ : state) {
@@ -90,6 +59,8 @@ BENCHMARK(BM_RelayReadWrite)->Arg(16 * 1024)->Arg(64 * 1024)->Arg(256 * 1024);
 void BM_RelaySplice(benchmark::State& state) {
   const size_t chunk = static_cast<size_t>(state.range(0));
   TcpPair in, out;
+  NoDelay(in);
+  NoDelay(out);
   PipePool pipes;
   Pipe p;
   if (!pipes.Get(&p)) std::abort();
