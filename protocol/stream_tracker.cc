@@ -76,6 +76,18 @@ void ImapResponseTracker::EndLine() {
   state_ = State::kLineStart;
 }
 
+void ImapResponseTracker::Spliced(uint64_t n, absl::string_view peeked,
+                                  const ImapResponseTracker& ahead) {
+  if (peeked.empty()) {
+    SkipLiteral(n);
+  } else if (n >= peeked.size()) {
+    *this = ahead;
+    SkipLiteral(n - peeked.size());
+  } else {
+    Feed(peeked.substr(0, static_cast<size_t>(n)));
+  }
+}
+
 void ImapResponseTracker::SkipLiteral(uint64_t n) {
   if (state_ != State::kLiteral) return;
   literal_left_ -= std::min(n, literal_left_);

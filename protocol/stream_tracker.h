@@ -36,6 +36,13 @@ class ImapResponseTracker {
   uint64_t literal_remaining() const { return state_ == State::kLiteral ? literal_left_ : 0; }
   // `n` <= literal_remaining() payload bytes passed without being fed.
   void SkipLiteral(uint64_t n);
+  // `n` bytes passed without being fed (a splice), of which the first were
+  // seen beforehand: `peeked` (MSG_PEEK), fed to `ahead`, a copy of this
+  // tracker. Afterwards this tracker stands exactly where the n bytes end:
+  // past the peeked bytes and that much of the literal they open, or inside
+  // the peeked bytes when fewer moved. With nothing peeked, the n bytes are
+  // literal payload (SkipLiteral).
+  void Spliced(uint64_t n, absl::string_view peeked, const ImapResponseTracker& ahead);
 
  private:
   enum class State : uint8_t { kLineStart, kLine, kLiteral };

@@ -280,15 +280,8 @@ void Relay::SpliceDown(Connection& c, SpliceDir& d) {
       if (n == 0 || (err != EAGAIN && err != EWOULDBLOCK)) failed = n == 0 ? -1 : err;
       break;
     }
-    if (peeked == 0) {
-      imap_.SkipLiteral(static_cast<uint64_t>(n));
-    } else if (static_cast<size_t>(n) >= peeked) {
-      // The tracker stands exactly where the bytes moved end.
-      imap_ = ahead;
-      imap_.SkipLiteral(static_cast<size_t>(n) - peeked);
-    } else {
-      imap_.Feed(absl::string_view(peek_bytes, static_cast<size_t>(n)));
-    }
+    // The tracker stands exactly where the bytes moved end.
+    imap_.Spliced(static_cast<uint64_t>(n), absl::string_view(peek_bytes, peeked), ahead);
     if (static_cast<size_t>(n) < want) break;  // the socket had no more
   }
   if (!lent) {

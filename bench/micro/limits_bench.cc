@@ -37,6 +37,7 @@ namespace postern {
 namespace {
 
 using micro::ReadAll;
+using micro::SpliceAll;
 using micro::TcpPair;
 using micro::WriteAll;
 
@@ -121,11 +122,8 @@ std::string FetchStream(int first) {
 }
 
 void Out(Pipe& p, int to, size_t* pending) {
-  while (*pending > 0) {
-    ssize_t m = splice(p.r, nullptr, to, nullptr, *pending, SPLICE_F_MOVE);
-    if (m <= 0) std::abort();
-    *pending -= static_cast<size_t>(m);
-  }
+  SpliceAll(p.r, to, *pending);
+  *pending = 0;
 }
 
 // range(0): 0 moves the stream blindly in pipe-sized splices; 1 peeks at
@@ -179,16 +177,8 @@ void BM_RelayFetchStream(benchmark::State& state) {
       ssize_t n = splice(in.b, nullptr, p.w, nullptr, want, SPLICE_F_MOVE);
       ++syscalls;
       if (n <= 0) std::abort();
-      if (tracked) {
-        if (peeked == 0) {
-          tracker.SkipLiteral(static_cast<uint64_t>(n));
-        } else if (static_cast<size_t>(n) >= peeked) {
-          tracker = ahead;
-          tracker.SkipLiteral(static_cast<size_t>(n) - peeked);
-        } else {
-          tracker.Feed(absl::string_view(peek, static_cast<size_t>(n)));
-        }
-      }
+      if (tracked)
+        tracker.Spliced(static_cast<uint64_t>(n), absl::string_view(peek, peeked), ahead);
       pending += static_cast<size_t>(n);
       moved += static_cast<size_t>(n);
     }

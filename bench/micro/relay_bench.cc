@@ -24,6 +24,7 @@ namespace postern {
 namespace {
 
 using micro::ReadAll;
+using micro::SpliceAll;
 using micro::TcpPair;
 using micro::WriteAll;
 
@@ -76,11 +77,7 @@ void BM_RelaySplice(benchmark::State& state) {
       ssize_t n =
           splice(in.b, nullptr, p.w, nullptr, std::min(p.capacity, chunk - moved), SPLICE_F_MOVE);
       if (n <= 0) std::abort();
-      for (ssize_t left = n; left > 0;) {
-        ssize_t m = splice(p.r, nullptr, out.a, nullptr, static_cast<size_t>(left), SPLICE_F_MOVE);
-        if (m <= 0) std::abort();
-        left -= m;
-      }
+      SpliceAll(p.r, out.a, static_cast<size_t>(n));
       moved += static_cast<size_t>(n);
     }
     ReadAll(out.b, sink.data(), chunk);

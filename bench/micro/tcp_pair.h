@@ -1,8 +1,10 @@
 #pragma once
 
 // Loopback TCP helpers for the microbenchmarks that move bytes through real
-// sockets (relay_bench, limits_bench).
+// sockets (relay_bench, limits_bench): a connected pair, and loops that move
+// exactly n bytes.
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -54,6 +56,15 @@ inline void ReadAll(int fd, char* p, size_t n) {
     if (r <= 0) std::abort();
     p += r;
     n -= static_cast<size_t>(r);
+  }
+}
+
+// Moves `n` bytes from a (blocking) pipe's read end into socket `to`.
+inline void SpliceAll(int pipe_r, int to, size_t n) {
+  while (n > 0) {
+    ssize_t m = splice(pipe_r, nullptr, to, nullptr, n, SPLICE_F_MOVE);
+    if (m <= 0) std::abort();
+    n -= static_cast<size_t>(m);
   }
 }
 

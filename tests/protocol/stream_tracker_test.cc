@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "gtest/gtest.h"
 
 namespace postern {
@@ -43,6 +44,39 @@ TEST(ImapResponseTrackerTest, LinesAndLiterals) {
   EXPECT_EQ(t.literal_remaining(), 0u);
   t.Feed(s.substr(37));
   EXPECT_TRUE(t.at_boundary());
+}
+
+TEST(ImapResponseTrackerTest, SplicedAfterAPeekStandsWhereTheMovedBytesEnd) {
+  // What the splicing relay does: peek at the lines before a literal, feed
+  // them to a copy, splice some bytes, then Spliced(). For every amount a
+  // splice may move, the tracker must equal one fed those bytes.
+  const std::string s =
+      "* 1 FETCH (UID 7 BODY[] {10}\r\n0123456789)\r\n* 2 FETCH (UID 8 BODY[] {4}\r\nabcd)\r\n";
+  const std::string first = "* 1 EXISTS\r\n";  // the tracker starts mid-stream
+  ImapResponseTracker base;
+  base.Feed(first);
+  for (size_t peek = 1; peek <= s.size(); ++peek) {
+    const absl::string_view peeked(s.data(), peek);
+    ImapResponseTracker ahead = base;
+    ahead.Feed(peeked);
+    const uint64_t max = peek + ahead.literal_remaining();
+    for (uint64_t n = 1; n <= max; ++n) {
+      ImapResponseTracker t = base;
+      t.Spliced(n, peeked, ahead);
+      ImapResponseTracker fed = base;
+      fed.Feed(absl::string_view(s).substr(0, static_cast<size_t>(n)));
+      ASSERT_EQ(t.at_boundary(), fed.at_boundary()) << "peek " << peek << " n " << n;
+      ASSERT_EQ(t.literal_remaining(), fed.literal_remaining()) << "peek " << peek << " n " << n;
+      // And it goes on the same way.
+      t.Feed(absl::string_view(s).substr(static_cast<size_t>(n)));
+      EXPECT_TRUE(t.at_boundary()) << "peek " << peek << " n " << n;
+    }
+  }
+  // Nothing peeked: the bytes are literal payload.
+  ImapResponseTracker t;
+  t.Feed("* 1 FETCH (BODY[] {10}\r\n");
+  t.Spliced(4, "", ImapResponseTracker());
+  EXPECT_EQ(t.literal_remaining(), 6u);
 }
 
 TEST(ImapResponseTrackerTest, LongLinesAndHugeLiterals) {
