@@ -218,9 +218,10 @@ int Main(int argc, char** argv) {
     if (st.sessions_ok > 0) proc.Add("cpu_us_per_session", cpu_s * 1e6 / st.sessions_ok);
     if (o.scenario == Scenario::kBulk && mb > 0) proc.Add("cpu_us_per_mb", cpu_s * 1e6 / mb);
     if (held_start && held_end) {
+      bool hold_precise = false;
       proc.Add("rss_kb_held", held_end->rss_kb)
           .Add("pss_kb_held", held_end->pss_kb)
-          .Add("cpu_s_during_hold", CpuSecondsBetween(*held_start, *held_end, &cpu_precise));
+          .Add("cpu_s_during_hold", CpuSecondsBetween(*held_start, *held_end, &hold_precise));
       if (held_count > 0) {
         proc.Add("rss_bytes_per_held",
                  (static_cast<double>(held_end->rss_kb) - before->rss_kb) * 1024 / held_count)
