@@ -14,7 +14,10 @@
 //    used up, they agree too, every stop short of the record's end is at a
 //    boundary, and a stop never takes nothing of a non-empty rest;
 //  - IMAP: skipping literal payload with SkipLiteral (as the splicing relay
-//    does) leaves the tracker as feeding those bytes would.
+//    does) leaves the tracker as feeding those bytes would, and so does the
+//    relay's peek-then-splice step: peek at some bytes, feed them to a copy,
+//    move some number of bytes up to the end of the literal they open, and
+//    Spliced().
 
 #include <algorithm>
 #include <cstddef>
@@ -39,7 +42,7 @@ struct Record {
 };
 
 void FuzzImap(const std::vector<Record>& records, uint32_t seed) {
-  ImapResponseTracker whole, bytes, cuts, stops, skips;
+  ImapResponseTracker whole, bytes, cuts, stops, skips, peeks;
   SplitRng rng(seed);
   for (const Record& r : records) {
     whole.Feed(r.data);
@@ -65,7 +68,20 @@ void FuzzImap(const std::vector<Record>& records, uint32_t seed) {
         rest.remove_prefix(1);
       }
     }
-    for (const ImapResponseTracker* t : {&bytes, &cuts, &stops, &skips}) {
+    rest = r.data;
+    while (!rest.empty()) {
+      // A peek of up to 16 bytes (the relay's 4 KiB, scaled to the input),
+      // then a splice of up to what the peek saw plus the literal it opens.
+      const absl::string_view peeked = rest.substr(0, rng.Chunk(16));
+      ImapResponseTracker ahead = peeks;
+      ahead.Feed(peeked);
+      // (literal_remaining() saturates at UINT64_MAX: no sum with it.)
+      const uint64_t reach = std::min<uint64_t>(ahead.literal_remaining(), rest.size());
+      const size_t n = rng.Chunk(std::min(peeked.size() + static_cast<size_t>(reach), rest.size()));
+      peeks.Spliced(n, peeked, ahead);
+      rest.remove_prefix(n);
+    }
+    for (const ImapResponseTracker* t : {&bytes, &cuts, &stops, &skips, &peeks}) {
       POSTERN_FUZZ_CHECK(t->at_boundary() == whole.at_boundary());
       POSTERN_FUZZ_CHECK(t->literal_remaining() == whole.literal_remaining());
     }
