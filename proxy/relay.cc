@@ -248,7 +248,11 @@ void Relay::SpliceDown(Connection& c, SpliceDir& d) {
         ahead.Feed(absl::string_view(peek_bytes, static_cast<size_t>(p)));
         if (ahead.literal_remaining() >= kMinSplicedLiteral) {
           peeked = static_cast<size_t>(p);
-          limit = peeked + ahead.literal_remaining();
+          // Saturating: a literal announced with 20 digits is UINT64_MAX
+          // long (ImapResponseTracker), and a wrapped sum would end the
+          // splice inside the peeked line (at 0 bytes, a false EOF).
+          const uint64_t lit = ahead.literal_remaining();
+          limit = lit > UINT64_MAX - peeked ? UINT64_MAX : peeked + lit;
         }
       }
       if (peeked == 0) {

@@ -162,7 +162,7 @@ void BM_RelayFetchStream(benchmark::State& state) {
           // No literal ahead (the batch's last ")" line): the peeked lines
           // alone.
           peeked = static_cast<size_t>(n);
-          limit = peeked + ahead.literal_remaining();
+          limit = peeked + ahead.literal_remaining();  // 64 KiB literals: no overflow
         }
         if (p.capacity - pending < std::min<uint64_t>(limit, sizeof(peek))) {
           Out(p, out.a, &pending);

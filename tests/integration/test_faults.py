@@ -87,6 +87,53 @@ class FakeBackendTest(fakes.LateStartTestCase):
         self.assertFalse(tagged.startswith(b"a OK"), "the client got a forged OK: %r" % tagged)
         self.assertRegex(tagged, rb"^a NO \[(UNAVAILABLE|AUTHENTICATIONFAILED)\] ")
 
+    # --- after login ---
+
+    def test_literal_of_twenty_digits_spliced(self):
+        # A backend may announce a literal of 2^64-1 octets (the tracker
+        # saturates there). On a spliced pair, after bulk has made the relay
+        # peek, the peek that sees that line alone once made the splice's
+        # length wrap around: it moved all but the line's LF, then 0 bytes,
+        # which the relay took for the backend's EOF and ended the session.
+        # The payload that follows must reach the client.
+        def handler(s):
+            s.send(b"* OK [CAPABILITY " + fakes.FAKE_CAPS + b"] Fake ready.\r\n")
+            while True:
+                cmd = s.imap_command(30.0)
+                if cmd is None:
+                    return
+                tag, name, _ = fakes.parse_imap_command(cmd)
+                if name == b"CAPABILITY":
+                    s.send(b"* CAPABILITY " + fakes.FAKE_CAPS + b"\r\n" + tag + b" OK Done.\r\n")
+                elif name == b"ID":
+                    s.send(b"* ID NIL\r\n" + tag + b" OK ID done.\r\n")
+                elif name == b"LOGIN":
+                    s.send(tag + b" OK Logged in.\r\n")
+                elif name == b"FETCH":
+                    s.send(b"* 1 FETCH (BODY[] {30000}\r\n" + b"x" * 30000 + b")\r\n")
+                    time.sleep(0.3)
+                    s.send(b"* 2 FETCH (BODY[] {18446744073709551615}\r\n")
+                    time.sleep(0.3)
+                    s.send(b"hello after the line")
+                    time.sleep(5)
+                    return
+                else:
+                    s.send(tag + b" BAD Fake knows no such command.\r\n")
+
+        self.fake.reset(handler)
+        c = self.connect("imap-plain")
+        _, tagged = c.imap("a", "LOGIN fred demo")
+        self.assertTrue(tagged.startswith(b"a OK"), tagged)
+        c.send(b"b FETCH 1:2 BODY[]\r\n")
+        c.read_until(b"x" * 30000 + b")\r\n", timeout=10)
+        try:
+            line = c.read_until(b"}\r\n", timeout=10)
+            got = c.read_exact(len(b"hello after the line"), timeout=10)
+        except harness.Closed as e:
+            self.fail("the session ended at the literal's line: %r" % e)
+        self.assertEqual(line, b"* 2 FETCH (BODY[] {18446744073709551615}\r\n")
+        self.assertEqual(got, b"hello after the line")
+
     # --- a backend that never answers, or never accepts ---
 
     def test_silent_backend_imap(self):
