@@ -603,9 +603,12 @@ FAKE_CAPS = b"IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN"
 FAKE_NO = b"NO [AUTHENTICATIONFAILED] Fake says no."
 
 
-def imap_server(caps=FAKE_CAPS, login_answer=FAKE_NO, greeting=None, timeout=30.0):
+def imap_server(caps=FAKE_CAPS, login_answer=FAKE_NO, greeting=None, timeout=30.0,
+                commands=None):
     """A handler speaking just enough IMAP: greeting with capabilities,
-    CAPABILITY, ID, LOGIN/AUTHENTICATE (answered with login_answer), LOGOUT."""
+    CAPABILITY, ID, LOGIN/AUTHENTICATE (answered with login_answer), LOGOUT.
+    commands: {name: f(s, tag)} for more commands; f returning True ends
+    the handler."""
     def handler(s):
         s.send(greeting if greeting is not None
                else b"* OK [CAPABILITY " + caps + b"] Fake ready.\r\n")
@@ -623,6 +626,9 @@ def imap_server(caps=FAKE_CAPS, login_answer=FAKE_NO, greeting=None, timeout=30.
             elif name == b"LOGOUT":
                 s.send(b"* BYE Bye.\r\n" + tag + b" OK Done.\r\n")
                 return
+            elif commands and name in commands:
+                if commands[name](s, tag):
+                    return
             else:
                 s.send(tag + b" BAD Fake knows no such command.\r\n")
     return handler

@@ -96,30 +96,16 @@ class FakeBackendTest(fakes.LateStartTestCase):
         # length wrap around: it moved all but the line's LF, then 0 bytes,
         # which the relay took for the backend's EOF and ended the session.
         # The payload that follows must reach the client.
-        def handler(s):
-            s.send(b"* OK [CAPABILITY " + fakes.FAKE_CAPS + b"] Fake ready.\r\n")
-            while True:
-                cmd = s.imap_command(30.0)
-                if cmd is None:
-                    return
-                tag, name, _ = fakes.parse_imap_command(cmd)
-                if name == b"CAPABILITY":
-                    s.send(b"* CAPABILITY " + fakes.FAKE_CAPS + b"\r\n" + tag + b" OK Done.\r\n")
-                elif name == b"ID":
-                    s.send(b"* ID NIL\r\n" + tag + b" OK ID done.\r\n")
-                elif name == b"LOGIN":
-                    s.send(tag + b" OK Logged in.\r\n")
-                elif name == b"FETCH":
-                    s.send(b"* 1 FETCH (BODY[] {30000}\r\n" + b"x" * 30000 + b")\r\n")
-                    time.sleep(0.3)
-                    s.send(b"* 2 FETCH (BODY[] {18446744073709551615}\r\n")
-                    time.sleep(0.3)
-                    s.send(b"hello after the line")
-                    time.sleep(5)
-                    return
-                else:
-                    s.send(tag + b" BAD Fake knows no such command.\r\n")
+        def fetch(s, tag):
+            s.send(b"* 1 FETCH (BODY[] {30000}\r\n" + b"x" * 30000 + b")\r\n")
+            time.sleep(0.3)
+            s.send(b"* 2 FETCH (BODY[] {18446744073709551615}\r\n")
+            time.sleep(0.3)
+            s.send(b"hello after the line")
+            time.sleep(5)
+            return True
 
+        handler = fakes.imap_server(login_answer=b"OK Logged in.", commands={b"FETCH": fetch})
         self.fake.reset(handler)
         c = self.connect("imap-plain")
         _, tagged = c.imap("a", "LOGIN fred demo")
